@@ -1,0 +1,575 @@
+// Package fetch pulls an image's manifest, config and layer blobs with
+// containers/image into a blob store on the target filesystem. Every blob is
+// hashed while it streams and lands under its digest only when the digest
+// matches, so a re-run reuses what an earlier run verified.
+package fetch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/event"
+	"github.com/bootlace/bootlace/internal/imgref"
+	digest "github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/pkg/blobinfocache/memory"
+	"go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/transports/alltransports"
+	"go.podman.io/image/v5/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options configure registry access and trust, with the containers tools'
+// conventions.
+type Options struct {
+	AuthFile string
+	CertDir  string
+	// TLSVerify false disables TLS verification for registries.
+	TLSVerify *bool
+	// Creds is "USER[:PASSWORD]" for the source registry.
+	Creds string
+	// SignaturePolicy is a policy.json path; empty means the host default
+	// (/etc/containers/policy.json), or accept-anything with a warning when
+	// the host has none.
+	SignaturePolicy string
+	// EnforceSigPolicy refuses a policy whose default is insecureAcceptAnything.
+	EnforceSigPolicy bool
+	// Parallel bounds concurrent blob downloads (default 3).
+	Parallel int
+	// Retries is how many times a failing blob download is retried (default 3).
+	Retries int
+	Events  event.Sink
+}
+
+// Layer is one layer blob as the manifest lists it, with its diff ID.
+type Layer struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      int64         `json:"size"`
+	DiffID    digest.Digest `json:"diffID"`
+}
+
+// Image is a fetched, verified image in the store.
+type Image struct {
+	Source         imgref.Ref
+	ManifestDigest digest.Digest
+	// Manifest and ConfigJSON are the exact bytes the source served.
+	Manifest     []byte
+	ManifestType string
+	ConfigJSON   []byte
+	Config       *imgspecv1.Image
+	Layers       []Layer
+	Store        *Store
+}
+
+// SystemContext builds the containers/image context for opts. cacheDir keeps
+// containers/image's blob-info cache off the host's /var/lib/containers.
+func SystemContext(opts Options, cacheDir string) (*types.SystemContext, error) {
+	sys := &types.SystemContext{
+		AuthFilePath:     opts.AuthFile,
+		DockerCertPath:   opts.CertDir,
+		BlobInfoCacheDir: cacheDir,
+		OCICertPath:      opts.CertDir,
+	}
+	if opts.TLSVerify != nil {
+		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)
+		sys.OCIInsecureSkipTLSVerify = !*opts.TLSVerify
+	}
+	if opts.Creds != "" {
+		user, pass, _ := strings.Cut(opts.Creds, ":")
+		if user == "" {
+			return nil, errs.New(errs.Usage, "parsing --creds", "", errors.New("empty user name"), "pass --creds USER:PASSWORD")
+		}
+		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: user, Password: pass}
+	}
+	return sys, nil
+}
+
+// PolicyContext loads the signature policy. It returns a warning text when
+// no policy exists and everything is accepted.
+func PolicyContext(opts Options) (*signature.PolicyContext, string, error) {
+	var (
+		policy *signature.Policy
+		err    error
+		warn   string
+	)
+	path := opts.SignaturePolicy
+	if path == "" {
+		path = "/etc/containers/policy.json"
+		if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+			if opts.EnforceSigPolicy {
+				return nil, "", errs.New(errs.Fetch, "loading signature policy", path, statErr, "--enforce-container-sigpolicy needs a policy: pass --signature-policy FILE")
+			}
+			policy = &signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}}
+			warn = "no signature policy at /etc/containers/policy.json: accepting any image (pass --signature-policy to verify signatures)"
+		}
+	}
+	if policy == nil {
+		policy, err = signature.NewPolicyFromFile(path)
+		if err != nil {
+			return nil, "", errs.New(errs.Fetch, "loading signature policy", path, err, "fix the policy file or pass --signature-policy FILE")
+		}
+	}
+	if opts.EnforceSigPolicy {
+		for _, req := range policy.Default {
+			if isAcceptAnything(req) {
+				return nil, "", errs.New(errs.Fetch, "checking signature policy", path, errors.New("default policy is insecureAcceptAnything"), "--enforce-container-sigpolicy requires a policy that verifies signatures")
+			}
+		}
+	}
+	pc, err := signature.NewPolicyContext(policy)
+	if err != nil {
+		return nil, "", errs.New(errs.Fetch, "creating signature policy context", path, err, "")
+	}
+	return pc, warn, nil
+}
+
+// isAcceptAnything detects the insecureAcceptAnything requirement through its
+// JSON form, the only stable view the library offers of a requirement's type.
+func isAcceptAnything(req signature.PolicyRequirement) bool {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return false
+	}
+	var t struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(b, &t) == nil && t.Type == "insecureAcceptAnything"
+}
+
+// Source is an opened, resolved and policy-checked image source.
+type Source struct {
+	Image *Image
+	sys   *types.SystemContext
+	isrc  types.ImageSource
+	opts  Options
+	em    event.Emitter
+}
+
+// Open resolves src (choosing this machine's instance from a manifest list),
+// checks it against the signature policy and reads its manifest and config.
+// cacheDir keeps containers/image's blob-info cache off the host's
+// /var/lib/containers. Close the Source when done.
+func Open(ctx context.Context, src imgref.Ref, cacheDir string, opts Options) (_ *Source, retErr error) {
+	em := event.Emitter{Sink: opts.Events, Phase: "fetch"}
+	sys, err := SystemContext(opts, cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := alltransports.ParseImageName(src.String())
+	if err != nil {
+		return nil, errs.New(errs.Usage, "parsing image reference", src.String(), err, "use TRANSPORT:NAME, e.g. docker://quay.io/example/os:latest")
+	}
+	pc, warn, err := PolicyContext(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = pc.Destroy() }()
+	if warn != "" {
+		em.Warn(warn)
+	}
+
+	isrc, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		return nil, errs.New(errs.Fetch, "opening image", src.String(), err, fetchHint(src))
+	}
+	defer func() {
+		if retErr != nil {
+			isrc.Close()
+		}
+	}()
+
+	top := image.UnparsedInstance(isrc, nil)
+	topManifest, topType, err := top.Manifest(ctx)
+	if err != nil {
+		return nil, errs.New(errs.Fetch, "reading manifest of", src.String(), err, fetchHint(src))
+	}
+	if ok, err := pc.IsRunningImageAllowed(ctx, top); !ok || err != nil {
+		return nil, errs.New(errs.Fetch, "verifying signatures of", src.String(), err, "the signature policy rejects this image; sign it or adjust --signature-policy")
+	}
+	unparsed := top
+	manBytes, manType := topManifest, topType
+	if manifest.MIMETypeIsMultiImage(topType) {
+		list, err := manifest.ListFromBlob(topManifest, topType)
+		if err != nil {
+			return nil, errs.New(errs.Image, "parsing manifest list of", src.String(), err, "")
+		}
+		inst, err := list.ChooseInstance(sys)
+		if err != nil {
+			return nil, errs.New(errs.Image, "choosing the image for this machine from", src.String(), err, "the image has no variant for this architecture")
+		}
+		unparsed = image.UnparsedInstance(isrc, &inst)
+		if manBytes, manType, err = unparsed.Manifest(ctx); err != nil {
+			return nil, errs.New(errs.Fetch, "reading manifest of", src.String(), err, fetchHint(src))
+		}
+	}
+	img, err := image.FromUnparsedImage(ctx, sys, unparsed)
+	if err != nil {
+		return nil, errs.New(errs.Image, "parsing image", src.String(), err, "")
+	}
+	mdigest, err := manifest.Digest(manBytes)
+	if err != nil {
+		return nil, errs.New(errs.Image, "hashing manifest of", src.String(), err, "")
+	}
+	configJSON, err := img.ConfigBlob(ctx)
+	if err != nil {
+		return nil, errs.New(errs.Fetch, "fetching config of", src.String(), err, fetchHint(src))
+	}
+	var cfg imgspecv1.Image
+	if err := json.Unmarshal(configJSON, &cfg); err != nil {
+		return nil, errs.New(errs.Image, "parsing config of", src.String(), err, "")
+	}
+	infos, err := img.LayerInfosForCopy(ctx)
+	if err != nil {
+		return nil, errs.New(errs.Fetch, "listing layers of", src.String(), err, "")
+	}
+	if infos == nil {
+		infos = img.LayerInfos()
+	}
+	if len(infos) != len(cfg.RootFS.DiffIDs) {
+		return nil, errs.New(errs.Image, "checking image", src.String(),
+			fmt.Errorf("manifest lists %d layers but the config has %d diff IDs", len(infos), len(cfg.RootFS.DiffIDs)), "the image is malformed; rebuild it")
+	}
+	out := &Image{Source: src, ManifestDigest: mdigest, Manifest: manBytes, ManifestType: manType,
+		ConfigJSON: configJSON, Config: &cfg}
+	for i, li := range infos {
+		if li.Digest == "" {
+			return nil, errs.New(errs.Image, "checking image", src.String(), fmt.Errorf("layer %d has no digest", i), "")
+		}
+		out.Layers = append(out.Layers, Layer{Digest: li.Digest, MediaType: li.MediaType, Size: li.Size, DiffID: cfg.RootFS.DiffIDs[i]})
+	}
+	return &Source{Image: out, sys: sys, isrc: isrc, opts: opts, em: em}, nil
+}
+
+// Close releases the source.
+func (s *Source) Close() error { return s.isrc.Close() }
+
+// Download fetches every layer blob into store (in parallel, reusing
+// verified blobs) and records the image there.
+func (s *Source) Download(ctx context.Context, store *Store) (*Image, error) {
+	par := s.opts.Parallel
+	if par <= 0 {
+		par = 3
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(par)
+	for _, l := range s.Image.Layers {
+		info := types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}
+		g.Go(func() error { return fetchBlob(gctx, s.isrc, info, store, s.opts, s.em) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	im := *s.Image
+	im.Store = store
+	if err := store.WriteMeta(&im); err != nil {
+		return nil, err
+	}
+	return &im, nil
+}
+
+// Stream returns layer l's blob straight from the source, without storing
+// it. The reader fails at EOF when the content does not match the digest,
+// so callers must not trust what they read before that.
+func (s *Source) Stream(ctx context.Context, l Layer) (io.ReadCloser, error) {
+	rc, _, err := s.isrc.GetBlob(ctx, types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}, memory.New())
+	if err != nil {
+		return nil, errs.New(errs.Fetch, "fetching blob", l.Digest.String(), err, fetchHint(s.Image.Source))
+	}
+	return &verifyingReader{rc: rc, h: sha256.New(), want: l.Digest}, nil
+}
+
+type verifyingReader struct {
+	rc   io.ReadCloser
+	h    hash.Hash
+	want digest.Digest
+}
+
+func (v *verifyingReader) Read(b []byte) (int, error) {
+	n, err := v.rc.Read(b)
+	v.h.Write(b[:n])
+	if err == io.EOF {
+		if got := digest.NewDigest(digest.SHA256, v.h); got != v.want {
+			return n, errs.New(errs.Fetch, "verifying blob", v.want.String(), fmt.Errorf("content hashes to %s", got), "the source is corrupt or was tampered with")
+		}
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }
+
+// Fetch opens src and downloads it into store.
+func Fetch(ctx context.Context, src imgref.Ref, store *Store, opts Options) (*Image, error) {
+	s, err := Open(ctx, src, store.CacheDir(), opts)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Download(ctx, store)
+}
+
+func fetchHint(src imgref.Ref) string {
+	switch src.Transport {
+	case imgref.Registry:
+		return "check the image name, network, --authfile/--creds and --cert-dir/--tls-verify"
+	case imgref.ContainersStorage:
+		return "check that the image is in the local containers storage"
+	default:
+		return "check that the path exists and holds an image"
+	}
+}
+
+// fetchBlob downloads one blob into the store unless it is already there,
+// retrying transient failures with backoff.
+func fetchBlob(ctx context.Context, isrc types.ImageSource, info types.BlobInfo, store *Store, opts Options, em event.Emitter) error {
+	if store.Has(info.Digest) {
+		em.Progress(info.Digest.String(), info.Size, info.Size)
+		return nil
+	}
+	retries := opts.Retries
+	if retries <= 0 {
+		retries = 3
+	}
+	var err error
+	backoff := 500 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err = downloadOnce(ctx, isrc, info, store, em)
+		if err == nil || ctx.Err() != nil || attempt >= retries || errs.KindOf(err) == errs.Image {
+			break
+		}
+		em.Warn(fmt.Sprintf("fetching %s failed (%v); retrying in %s", info.Digest, err, backoff))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+	if err != nil && errs.KindOf(err) == errs.Internal {
+		return errs.New(errs.Fetch, "fetching blob", info.Digest.String(), err, "check the network and the registry; a re-run reuses blobs already fetched")
+	}
+	return err
+}
+
+func downloadOnce(ctx context.Context, isrc types.ImageSource, info types.BlobInfo, store *Store, em event.Emitter) error {
+	rc, size, err := isrc.GetBlob(ctx, info, memory.New())
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if info.Size <= 0 {
+		info.Size = size
+	}
+	w, err := store.Create(info.Digest)
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	pr := &progressReader{r: rc, em: em, item: info.Digest.String(), total: info.Size}
+	if _, err := io.Copy(w, pr); err != nil {
+		return err
+	}
+	em.Progress(info.Digest.String(), pr.done, info.Size)
+	if info.Size > 0 && pr.done != info.Size {
+		return errs.New(errs.Fetch, "verifying blob", info.Digest.String(), fmt.Errorf("got %d bytes, expected %d", pr.done, info.Size), "the source is corrupt or the transfer was cut")
+	}
+	return w.Commit()
+}
+
+type progressReader struct {
+	r     io.Reader
+	em    event.Emitter
+	item  string
+	done  int64
+	total int64
+	last  time.Time
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if now := time.Now(); now.Sub(p.last) > 200*time.Millisecond {
+		p.last = now
+		p.em.Progress(p.item, p.done, p.total)
+	}
+	return n, err
+}
+
+// Store is a content-addressed blob store in a directory on the target.
+type Store struct {
+	Dir string
+}
+
+// OpenStore creates (if needed) and returns the store at dir.
+func OpenStore(dir string) (*Store, error) {
+	for _, d := range []string{filepath.Join(dir, "blobs", "sha256"), filepath.Join(dir, "cache")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("creating blob store %s: %w", d, err)
+		}
+	}
+	return &Store{Dir: dir}, nil
+}
+
+// CacheDir is where containers/image keeps its blob-info cache.
+func (s *Store) CacheDir() string { return filepath.Join(s.Dir, "cache") }
+
+// Path is the file holding the verified blob d.
+func (s *Store) Path(d digest.Digest) string {
+	return filepath.Join(s.Dir, "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+// Has reports whether a verified copy of d is in the store.
+func (s *Store) Has(d digest.Digest) bool {
+	if d.Validate() != nil {
+		return false
+	}
+	_, err := os.Stat(s.Path(d))
+	return err == nil
+}
+
+// Open opens the verified blob d.
+func (s *Store) Open(d digest.Digest) (*os.File, error) {
+	if err := d.Validate(); err != nil {
+		return nil, errs.New(errs.Image, "opening blob", d.String(), err, "")
+	}
+	f, err := os.Open(s.Path(d))
+	if err != nil {
+		return nil, fmt.Errorf("opening blob %s: %w", d, err)
+	}
+	return f, nil
+}
+
+// BlobWriter writes a blob to a temporary file and moves it under its digest
+// once the content hashes to it.
+type BlobWriter struct {
+	f      *os.File
+	h      hash.Hash
+	want   digest.Digest
+	final  string
+	closed bool
+}
+
+// Create starts writing blob d.
+func (s *Store) Create(d digest.Digest) (*BlobWriter, error) {
+	if err := d.Validate(); err != nil {
+		return nil, errs.New(errs.Image, "checking blob digest", d.String(), err, "")
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return nil, errs.New(errs.Image, "checking blob digest", d.String(), errors.New("only sha256 digests are supported"), "")
+	}
+	final := s.Path(d)
+	f, err := os.CreateTemp(filepath.Dir(final), d.Encoded()+".partial-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating blob file for %s: %w", d, err)
+	}
+	return &BlobWriter{f: f, h: sha256.New(), want: d, final: final}, nil
+}
+
+func (w *BlobWriter) Write(b []byte) (int, error) {
+	w.h.Write(b)
+	return w.f.Write(b)
+}
+
+// Commit verifies the digest and publishes the blob.
+func (w *BlobWriter) Commit() error {
+	got := digest.NewDigest(digest.SHA256, w.h)
+	if got != w.want {
+		return errs.New(errs.Fetch, "verifying blob", w.want.String(), fmt.Errorf("content hashes to %s", got), "the source is corrupt or was tampered with")
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("writing blob %s: %w", w.want, err)
+	}
+	w.closed = true
+	if err := os.Rename(w.f.Name(), w.final); err != nil {
+		_ = os.Remove(w.f.Name())
+		return fmt.Errorf("storing blob %s: %w", w.want, err)
+	}
+	return nil
+}
+
+// Abort discards an uncommitted blob; it is a no-op after Commit.
+func (w *BlobWriter) Abort() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	_ = w.f.Close()
+	_ = os.Remove(w.f.Name())
+}
+
+type meta struct {
+	Source         string        `json:"source"`
+	ManifestDigest digest.Digest `json:"manifestDigest"`
+	ManifestType   string        `json:"manifestType"`
+	Layers         []Layer       `json:"layers"`
+}
+
+// WriteMeta records the image's manifest and config next to its blobs, so
+// the image can be reopened without the source (bootlace fetch, re-runs).
+func (s *Store) WriteMeta(im *Image) error {
+	files := map[string][]byte{"manifest.json": im.Manifest, "config.json": im.ConfigJSON}
+	m, err := json.MarshalIndent(meta{Source: im.Source.String(), ManifestDigest: im.ManifestDigest, ManifestType: im.ManifestType, Layers: im.Layers}, "", "  ")
+	if err != nil {
+		return err
+	}
+	files["image.json"] = m
+	for name, data := range files {
+		p := filepath.Join(s.Dir, name)
+		if err := os.WriteFile(p+".tmp", data, 0o600); err != nil {
+			return fmt.Errorf("writing %s: %w", p, err)
+		}
+		if err := os.Rename(p+".tmp", p); err != nil {
+			return fmt.Errorf("writing %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// LoadImage reopens an image recorded by WriteMeta, checking that every blob
+// is present.
+func (s *Store) LoadImage() (*Image, error) {
+	var m meta
+	raw, err := os.ReadFile(filepath.Join(s.Dir, "image.json"))
+	if err != nil {
+		return nil, fmt.Errorf("reading fetched image in %s: %w", s.Dir, err)
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("parsing %s/image.json: %w", s.Dir, err)
+	}
+	im := &Image{ManifestDigest: m.ManifestDigest, ManifestType: m.ManifestType, Layers: m.Layers, Store: s}
+	if im.Source, err = imgref.Parse(m.Source); err != nil {
+		return nil, err
+	}
+	if im.Manifest, err = os.ReadFile(filepath.Join(s.Dir, "manifest.json")); err != nil {
+		return nil, fmt.Errorf("reading fetched manifest: %w", err)
+	}
+	if got, err := manifest.Digest(im.Manifest); err != nil || got != im.ManifestDigest {
+		return nil, errs.New(errs.Fetch, "verifying stored manifest", s.Dir, fmt.Errorf("digest %s, expected %s", got, im.ManifestDigest), "remove the store and fetch again")
+	}
+	if im.ConfigJSON, err = os.ReadFile(filepath.Join(s.Dir, "config.json")); err != nil {
+		return nil, fmt.Errorf("reading fetched config: %w", err)
+	}
+	var cfg imgspecv1.Image
+	if err := json.Unmarshal(im.ConfigJSON, &cfg); err != nil {
+		return nil, fmt.Errorf("parsing fetched config: %w", err)
+	}
+	im.Config = &cfg
+	for _, l := range im.Layers {
+		if !s.Has(l.Digest) {
+			return nil, errs.New(errs.Fetch, "opening fetched image", s.Dir, fmt.Errorf("layer %s is missing", l.Digest), "fetch the image again")
+		}
+	}
+	return im, nil
+}
