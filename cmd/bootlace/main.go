@@ -1,16 +1,38 @@
+// Command bootlace installs bootable container images.
 package main
 
 import (
-	_ "github.com/BurntSushi/toml"
-	_ "github.com/klauspost/compress/zstd"
-	_ "github.com/klauspost/pgzip"
-	_ "github.com/spf13/cobra"
-	_ "github.com/vbauerster/mpb/v8"
-	_ "go.podman.io/image/v5/copy"
-	_ "go.podman.io/image/v5/transports/alltransports"
-	_ "go.podman.io/storage"
-	_ "golang.org/x/sys/unix"
-	_ "github.com/diskfs/go-diskfs"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/bootlace/bootlace/internal/cli"
+	"github.com/bootlace/bootlace/internal/privatens"
+	"github.com/bootlace/bootlace/internal/sandbox"
+	"go.podman.io/storage/pkg/reexec"
 )
 
-func main() {}
+func main() {
+	// The sandbox helper and containers/storage re-execute this binary;
+	// both must get control before anything else runs.
+	if sandbox.Init() {
+		return
+	}
+	if reexec.Init() {
+		return
+	}
+	reexeced, code, err := privatens.Enter()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+	if reexeced {
+		os.Exit(code)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code = cli.Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/install"
+	"github.com/spf13/cobra"
+)
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "bootlace",
+		Short: "Install bootable container images onto disks and filesystems",
+		Long: `bootlace installs bootable container images (OCI images that carry a whole OS, as
+built for bootc) as standard ostree deployments. It fetches the image itself, from any
+containers/image transport, and runs the image's own tools for the target's work, so it
+behaves the same on a plain host as inside the image's container.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return errs.New(errs.Usage, "", "", err, "see '"+c.CommandPath()+" --help'")
+	})
+	inst := &cobra.Command{Use: "install", Short: "Install an image (to-disk, to-filesystem, print-configuration)"}
+	inst.AddCommand(newToDisk(), newToFilesystem(), newPrintConfiguration())
+	root.AddCommand(inst)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage-classified error.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return errs.New(errs.Usage, cmd.CommandPath(), "", fmt.Errorf("expected %s, got %d arguments", what, len(args)), "see '"+cmd.CommandPath()+" --help'")
+		}
+		return nil
+	}
+}
+
+func newToDisk() *cobra.Command {
+	var c common
+	var d install.DiskOptions
+	var rootSize string
+	cmd := &cobra.Command{
+		Use:   "to-disk [flags] DEVICE",
+		Short: "Partition a whole disk (or a disk image file) and install onto it",
+		Long: `Partition DEVICE with GPT (BIOS boot, EFI system, /boot and root partitions), make the
+filesystems with the image's own mkfs, install the image and its boot loader.
+With --via-loopback, DEVICE is a disk image file.`,
+		Example: `  bootlace install to-disk --wipe --source-imgref docker://quay.io/example/os:latest /dev/vdb
+  truncate -s 10G disk.raw
+  bootlace install to-disk --via-loopback --source-imgref oci-archive:os.tar disk.raw`,
+		Args: exactArgs(1, "one DEVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := c.options(cmd)
+			if err != nil {
+				return err
+			}
+			d.Device = args[0]
+			if rootSize != "" {
+				n, err := parseSize(rootSize)
+				if err != nil {
+					return errs.New(errs.Usage, "parsing --root-size", rootSize, err, "use a size like 20G or 512M")
+				}
+				d.RootSize = n
+			}
+			switch d.Filesystem {
+			case "", "ext4", "xfs", "btrfs":
+			default:
+				return errs.New(errs.Usage, "parsing --filesystem", d.Filesystem, fmt.Errorf("unsupported filesystem"), "use ext4, xfs or btrfs")
+			}
+			if d.BlockSetup != "" && d.BlockSetup != "direct" {
+				return errs.New(errs.Usage, "parsing --block-setup", d.BlockSetup, fmt.Errorf("only direct is supported"), "")
+			}
+			rep, err := install.ToDisk(cmd.Context(), o, d)
+			if err != nil {
+				return err
+			}
+			return c.finish(cmd, o, rep)
+		},
+	}
+	c.register(cmd)
+	f := cmd.Flags()
+	f.BoolVar(&d.Wipe, "wipe", false, "erase an existing partition table and filesystems on DEVICE")
+	f.StringVar(&d.Filesystem, "filesystem", "", "root filesystem: ext4, xfs or btrfs (default: the image's install config)")
+	f.StringVar(&rootSize, "root-size", "", "size of the root partition (default: the rest of the disk)")
+	f.BoolVar(&d.ViaLoopback, "via-loopback", false, "DEVICE is a disk image file, attached through a loop device")
+	f.StringVar(&d.BlockSetup, "block-setup", "direct", "block setup: direct")
+	return cmd
+}
+
+func newToFilesystem() *cobra.Command {
+	var c common
+	var fo install.FSOptions
+	var rootSpec, bootSpec string
+	cmd := &cobra.Command{
+		Use:   "to-filesystem [flags] ROOT",
+		Short: "Install onto a mounted, empty root filesystem",
+		Long: `Install onto the filesystem mounted at ROOT (ext4, xfs or btrfs), with /boot either a
+directory in it or a separate filesystem mounted at ROOT/boot. The ESP and BIOS boot
+partition, when the disk under ROOT has them, receive the boot loader.`,
+		Example: `  mount /dev/vdb4 /mnt && mount /dev/vdb3 /mnt/boot
+  bootlace install to-filesystem --source-imgref docker://quay.io/example/os:latest /mnt`,
+		Args: exactArgs(1, "one ROOT directory"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := c.options(cmd)
+			if err != nil {
+				return err
+			}
+			fo.Root = args[0]
+			if cmd.Flags().Changed("root-mount-spec") {
+				fo.RootMountSpec = &rootSpec
+			}
+			if cmd.Flags().Changed("boot-mount-spec") {
+				fo.BootMountSpec = &bootSpec
+			}
+			rep, err := install.ToFilesystem(cmd.Context(), o, fo)
+			if err != nil {
+				return err
+			}
+			return c.finish(cmd, o, rep)
+		},
+	}
+	c.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&rootSpec, "root-mount-spec", "", "root= value for the kernel (default UUID=<root fs>; empty for none)")
+	f.StringVar(&bootSpec, "boot-mount-spec", "", "/boot mount source (default UUID=<boot fs> when separate; empty for none)")
+	f.BoolVar(&fo.SkipFinalize, "skip-finalize", false, "leave the filesystems writable and mounted (no trim, read-only remount or freeze)")
+	return cmd
+}
+
+// parseSize reads sizes like 20G, 512M, 1T or a byte count.
+func parseSize(s string) (uint64, error) {
+	mult := uint64(1)
+	u := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s, "iB"), "B"))
+	if u == "" {
+		return 0, fmt.Errorf("empty size")
+	}
+	switch u[len(u)-1] {
+	case 'K':
+		mult = 1 << 10
+	case 'M':
+		mult = 1 << 20
+	case 'G':
+		mult = 1 << 30
+	case 'T':
+		mult = 1 << 40
+	}
+	if mult != 1 {
+		u = u[:len(u)-1]
+	}
+	n, err := strconv.ParseUint(u, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,286 @@
+package install
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/bootlace/bootlace/internal/cleanup"
+	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/event"
+	"github.com/bootlace/bootlace/internal/fetch"
+	"github.com/bootlace/bootlace/internal/imgref"
+	"github.com/bootlace/bootlace/internal/installconfig"
+	"github.com/bootlace/bootlace/internal/layer"
+	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// workDirName is bootlace's scratch area on the target's physical root:
+// the blob store, the staged tree and the journal. It is removed once the
+// install has succeeded.
+const workDirName = ".bootlace"
+
+// Phase weights for progress bars; they add up to 1.
+var phaseWeights = map[string]float64{
+	"resolve": 0.02, "storage": 0.05, "fetch": 0.30, "assemble": 0.30, "inspect": 0.01,
+	"deploy": 0.25, "bootloader": 0.04, "finalize": 0.03,
+}
+
+// run is the state of one install.
+type run struct {
+	opts   Options
+	sink   event.Sink
+	stack  cleanup.Stack
+	report *Report
+}
+
+func newRun(opts Options) *run {
+	sink := opts.Events
+	if sink == nil {
+		sink = event.Discard{}
+	}
+	return &run{opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{}}}
+}
+
+func (r *run) em(phase string) event.Emitter { return event.Emitter{Sink: r.sink, Phase: phase} }
+
+func (r *run) warn(phase, msg string) {
+	r.report.Warnings = append(r.report.Warnings, msg)
+	r.em(phase).Warn(msg)
+}
+
+// phase runs fn as a named phase, timing it and reporting start and end.
+func (r *run) phase(ctx context.Context, name string, fn func(event.Emitter) error) error {
+	if err := ctx.Err(); err != nil {
+		return interrupted(err)
+	}
+	em := r.em(name)
+	em.Start(phaseWeights[name])
+	start := time.Now()
+	err := fn(em)
+	r.report.Phases[name] = time.Since(start).Round(time.Millisecond).String()
+	if err != nil {
+		if ctx.Err() != nil {
+			return interrupted(ctx.Err())
+		}
+		return err
+	}
+	em.End()
+	return nil
+}
+
+func interrupted(err error) error {
+	return errs.New(errs.Interrupted, "install interrupted", "", err, "run the same command again to resume; fetched blobs are reused")
+}
+
+// target is a mounted physical root ready to receive a deployment.
+type target struct {
+	physRoot     string
+	rootUUID     string
+	bootUUID     string // "" when /boot is not separate
+	rootFSType   string
+	bootFSType   string
+	bootSeparate bool
+	// device is the whole disk, for BIOS boot code; "" for to-filesystem
+	// targets where it is unknown.
+	device    string
+	espDevice string
+	// rootKargs are the root-setup kernel arguments (root=, rw, boot=).
+	rootKargs     []string
+	bootMountSpec string
+	skipFinalize  bool
+}
+
+// resolveTarget computes the reference recorded for updates.
+func (r *run) targetRef() (imgref.Ref, error) {
+	t := imgref.Ref{Transport: r.opts.TargetTransport, Name: r.opts.TargetImgref}
+	if t.Transport == "" {
+		t.Transport = imgref.Registry
+	}
+	if t.Name == "" {
+		t.Name = r.opts.Source.Name
+	}
+	return t, nil
+}
+
+// checkImageConfig refuses images that are not bootable or not for this
+// machine, before anything is written.
+func checkImageConfig(im *fetch.Image) error {
+	labels := im.Config.Config.Labels
+	_, bootc := labels["containers.bootc"]
+	_, ostreeBootable := labels["ostree.bootable"]
+	if !bootc && !ostreeBootable {
+		return errs.New(errs.Image, "checking image", im.Source.String(),
+			errors.New("the image is not bootable: it has neither the containers.bootc nor the ostree.bootable label"),
+			"install a bootable container image (built FROM a bootc base image, or labelled containers.bootc=1)")
+	}
+	if arch := im.Config.Architecture; arch != "" && arch != runtime.GOARCH {
+		return errs.New(errs.Image, "checking image", im.Source.String(),
+			fmt.Errorf("the image is for architecture %q but this machine is %q", arch, runtime.GOARCH),
+			"install an image built for "+runtime.GOARCH)
+	}
+	return nil
+}
+
+// checkKernel requires exactly one kernel in usr/lib/modules/*/vmlinuz.
+func checkKernel(kernels []string, src string) (string, error) {
+	switch len(kernels) {
+	case 1:
+		return strings.Split(kernels[0], "/")[3], nil
+	case 0:
+		return "", errs.New(errs.Image, "checking image", src, errors.New("no kernel found at /usr/lib/modules/*/vmlinuz"),
+			"a bootable image must carry its kernel as /usr/lib/modules/$KVER/vmlinuz")
+	default:
+		return "", errs.New(errs.Image, "checking image", src, fmt.Errorf("%d kernels found (%s)", len(kernels), strings.Join(kernels, ", ")),
+			"a bootable image must carry exactly one kernel in /usr/lib/modules")
+	}
+}
+
+func kernelsIn(root string) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(root, "usr/lib/modules/*/vmlinuz"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() {
+			rel, _ := filepath.Rel(root, m)
+			out = append(out, rel)
+		}
+	}
+	return out, nil
+}
+
+// assemble applies the fetched layers into stage, checking each layer's
+// diff ID as it goes.
+func assemble(ctx context.Context, im *fetch.Image, stage string, em event.Emitter) error {
+	if err := os.RemoveAll(stage); err != nil {
+		return fmt.Errorf("clearing stage %s: %w", stage, err)
+	}
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		return fmt.Errorf("creating stage %s: %w", stage, err)
+	}
+	ap, err := layer.NewApplier(stage, layer.Options{Ostree: true, Warn: em.Warn})
+	if err != nil {
+		return err
+	}
+	defer ap.Close()
+	for i, l := range im.Layers {
+		if err := applyBlob(ctx, ap, im.Store, l, em); err != nil {
+			return fmt.Errorf("layer %d of %d: %w", i+1, len(im.Layers), err)
+		}
+	}
+	return nil
+}
+
+func applyBlob(ctx context.Context, ap *layer.Applier, store *fetch.Store, l fetch.Layer, em event.Emitter) error {
+	f, err := store.Open(l.Digest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	pr := &countingReader{r: f, em: em, item: l.Digest.String(), total: l.Size}
+	return applyStream(ctx, ap, pr, l)
+}
+
+// applyStream decompresses a layer, applies it, and verifies its diff ID.
+func applyStream(ctx context.Context, ap *layer.Applier, r io.Reader, l fetch.Layer) error {
+	dr, err := layer.Decompress(r, l.MediaType)
+	if err != nil {
+		return errs.New(errs.Image, "decompressing layer", l.Digest.String(), err, "")
+	}
+	defer dr.Close()
+	h := sha256.New()
+	if _, err := ap.Apply(ctx, io.TeeReader(dr, h)); err != nil {
+		return err
+	}
+	// Drain what tar did not read (padding) so the hash covers the stream.
+	if _, err := io.Copy(h, dr); err != nil {
+		return errs.New(errs.Fetch, "reading layer", l.Digest.String(), err, "the blob is corrupt; remove it and fetch again")
+	}
+	if l.DiffID != "" {
+		if got := digest.NewDigest(digest.SHA256, h); got != l.DiffID {
+			return errs.New(errs.Fetch, "verifying layer", l.Digest.String(),
+				fmt.Errorf("uncompressed content hashes to %s, the config says %s", got, l.DiffID), "the image is corrupt or was tampered with")
+		}
+	}
+	return nil
+}
+
+type countingReader struct {
+	r     io.Reader
+	em    event.Emitter
+	item  string
+	done  int64
+	total int64
+	last  time.Time
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.done += int64(n)
+	if now := time.Now(); err != nil || now.Sub(c.last) > 200*time.Millisecond {
+		c.last = now
+		c.em.Progress(c.item, c.done, c.total)
+	}
+	return n, err
+}
+
+// spaceCheck compares what the install will write with the free space of
+// the target, as bootc does, and fails early with numbers.
+func spaceCheck(dir string, im *fetch.Image, store *fetch.Store) error {
+	var need int64
+	for _, l := range im.Layers {
+		if !store.Has(l.Digest) {
+			need += l.Size
+		}
+		// The staged tree and the ostree repository each hold the
+		// uncompressed content; about 2.5x the compressed size each.
+		need += l.Size * 5
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("checking free space of %s: %w", dir, err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if free < need {
+		return errs.New(errs.Target, "checking free space of", dir,
+			fmt.Errorf("%d MiB free, about %d MiB needed", free>>20, need>>20), "use a larger target")
+	}
+	return nil
+}
+
+// loadTargetConfig reads everything about the target from the staged tree.
+type imageConfig struct {
+	install *installconfig.Config
+	kargsD  []string
+	kernel  string
+}
+
+func readImageConfig(stage, src string) (*imageConfig, error) {
+	cfg, _, err := installconfig.Load(stage, runtime.GOARCH)
+	if err != nil {
+		return nil, err
+	}
+	kd, err := installconfig.LoadKargsD(stage, runtime.GOARCH)
+	if err != nil {
+		return nil, err
+	}
+	kernels, err := kernelsIn(stage)
+	if err != nil {
+		return nil, err
+	}
+	kver, err := checkKernel(kernels, src)
+	if err != nil {
+		return nil, err
+	}
+	return &imageConfig{install: cfg, kargsD: kd, kernel: kver}, nil
+}

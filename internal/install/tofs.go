@@ -1,0 +1,239 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unsafe"
+
+	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/event"
+	"github.com/bootlace/bootlace/internal/fetch"
+	"github.com/bootlace/bootlace/internal/fsinfo"
+	"github.com/bootlace/bootlace/internal/mount"
+	"golang.org/x/sys/unix"
+)
+
+// ToFilesystem installs onto a mounted filesystem (the physical root), with
+// an optional separate /boot mounted below it.
+func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, retErr error) {
+	r := newRun(opts)
+	defer func() { retErr = errors.Join(retErr, r.stack.Unwind()) }()
+	var t *target
+	var src *fetch.Source
+	if err := r.phase(ctx, "resolve", func(em event.Emitter) error {
+		var err error
+		t, err = inspectMountedRoot(fo)
+		if err != nil {
+			return err
+		}
+		src, err = r.openSource(ctx, t.physRoot)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	if err := r.installOnto(ctx, t, src); err != nil {
+		return nil, err
+	}
+	if !t.skipFinalize {
+		if err := r.phase(ctx, "finalize", func(em event.Emitter) error { return finalize(t, false) }); err != nil {
+			return nil, err
+		}
+	}
+	return r.report, nil
+}
+
+// openSource opens the image and checks it is installable here.
+func (r *run) openSource(ctx context.Context, physRoot string) (*fetch.Source, error) {
+	cache, err := os.MkdirTemp(r.opts.WorkDir, "bootlace-cache-")
+	if err != nil {
+		return nil, fmt.Errorf("creating blob-info cache dir: %w", err)
+	}
+	r.stack.Push("blob-info cache", func() error { return os.RemoveAll(cache) })
+	fo := r.opts.Fetch
+	fo.Events = r.sink
+	src, err := fetch.Open(ctx, r.opts.Source, cache, fo)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkImageConfig(src.Image); err != nil {
+		src.Close()
+		return nil, err
+	}
+	return src, nil
+}
+
+func mountSource(dir string) (string, error) {
+	m, err := mount.Find(dir)
+	if err != nil || m == nil {
+		return "", err
+	}
+	return m.Source, nil
+}
+
+// inspectMountedRoot checks a to-filesystem target and derives the root
+// setup: UUIDs, kernel arguments and the /boot mount spec.
+func inspectMountedRoot(fo FSOptions) (*target, error) {
+	root := fo.Root
+	fi, err := os.Stat(root)
+	if err != nil || !fi.IsDir() {
+		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a directory"), "pass the mount point of the target's root filesystem")
+	}
+	m, err := mount.Find(root)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a mount point"), "mount the target's root filesystem there first")
+	}
+	if resumable(root) {
+		if err := clearPartialDeploy(root); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkEmptyRoot(root); err != nil {
+		return nil, err
+	}
+	switch m.FSType {
+	case "ext4", "xfs", "btrfs":
+	default:
+		return nil, errs.New(errs.Target, "checking target", root, fmt.Errorf("filesystem type %s is not supported", m.FSType), "use ext4, xfs or btrfs for the root filesystem")
+	}
+	t := &target{physRoot: root, rootFSType: m.FSType, skipFinalize: fo.SkipFinalize}
+	info, err := fsinfo.Probe(m.Source)
+	if err != nil {
+		return nil, errs.New(errs.Target, "reading filesystem UUID of", m.Source, err, "pass --root-mount-spec")
+	}
+	t.rootUUID = info.UUID
+
+	rootSpec := "UUID=" + t.rootUUID
+	if fo.RootMountSpec != nil {
+		rootSpec = *fo.RootMountSpec
+	}
+	if rootSpec != "" {
+		t.rootKargs = append(t.rootKargs, "root="+rootSpec)
+		if m.FSType == "btrfs" {
+			if sv := btrfsSubvol(m.SuperOpts); sv != "" && sv != "/" {
+				t.rootKargs = append(t.rootKargs, "rootflags=subvol="+sv)
+			}
+		}
+	}
+	t.rootKargs = append(t.rootKargs, "rw")
+
+	bootDir := root + "/boot"
+	if err := os.MkdirAll(bootDir, 0o755); err != nil {
+		return nil, errs.New(errs.Target, "creating", bootDir, err, "")
+	}
+	var rst, bst unix.Stat_t
+	if err := unix.Stat(root, &rst); err != nil {
+		return nil, err
+	}
+	if err := unix.Stat(bootDir, &bst); err != nil {
+		return nil, err
+	}
+	if rst.Dev != bst.Dev {
+		bm, err := mount.Find(bootDir)
+		if err != nil || bm == nil {
+			return nil, errs.New(errs.Target, "checking", bootDir, errors.New("a separate /boot must be a mount point"), "")
+		}
+		binfo, err := fsinfo.Probe(bm.Source)
+		if err != nil {
+			return nil, errs.New(errs.Target, "reading filesystem UUID of", bm.Source, err, "pass --boot-mount-spec")
+		}
+		t.bootSeparate, t.bootUUID, t.bootFSType = true, binfo.UUID, bm.FSType
+		t.bootMountSpec = "UUID=" + binfo.UUID
+	}
+	if fo.BootMountSpec != nil {
+		t.bootMountSpec = *fo.BootMountSpec
+	}
+	if t.bootMountSpec != "" {
+		t.rootKargs = append(t.rootKargs, "boot="+t.bootMountSpec)
+	}
+	return t, nil
+}
+
+func btrfsSubvol(opts string) string {
+	for _, o := range strings.Split(opts, ",") {
+		if v, ok := strings.CutPrefix(o, "subvol="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// finalize trims, remounts read-only, and freezes/thaws the target's
+// filesystems so everything is on disk before anyone detaches it; with
+// unmount it also unmounts them (to-disk mounted them itself).
+func finalize(t *target, unmount bool) error {
+	dirs := []string{t.physRoot}
+	if t.bootSeparate {
+		dirs = []string{t.physRoot + "/boot", t.physRoot}
+	}
+	for _, d := range dirs {
+		if err := finalizeFS(d); err != nil {
+			return err
+		}
+	}
+	if unmount {
+		for _, d := range dirs {
+			if err := mount.Unmount(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func finalizeFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("finalizing %s: %w", dir, err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	// FITRIM: filesystems or devices without discard say EOPNOTSUPP.
+	if err := fstrim(fd); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOTTY) {
+		return fmt.Errorf("trimming %s: %w", dir, err)
+	}
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("remounting %s read-only: %w", dir, err)
+	}
+	if err := ioctlInt(fd, fifreeze); err != nil {
+		return fmt.Errorf("freezing %s: %w", dir, err)
+	}
+	if err := ioctlInt(fd, fithaw); err != nil {
+		return fmt.Errorf("thawing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// fitrim is FITRIM, _IOWR('X', 121, struct fstrim_range).
+const fitrim = 0xC0185879
+
+func fstrim(fd int) error {
+	rng := struct{ Start, Len, MinLen uint64 }{Len: ^uint64(0)}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fitrim, uintptr(unsafe.Pointer(&rng))); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// FIFREEZE and FITHAW are _IOWR('X', 119/120, int).
+const (
+	fifreeze = 0xC0045877
+	fithaw   = 0xC0045878
+)
+
+func ioctlInt(fd int, req uintptr) error {
+	var v int32
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(&v))); e != 0 {
+		return e
+	}
+	return nil
+}
