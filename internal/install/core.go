@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -194,5 +193,3 @@ func checkEmptyRoot(root string) error {
 func resumable(root string) bool {
 	return exists(filepath.Join(root, workDirName, "journal.json"))
 }
-
-var errNoESP = errors.New("no EFI system partition found")

@@ -223,7 +223,7 @@ func (a *Applier) entry(hdr *tar.Header, tr *tar.Reader, st *Stats) error {
 	}
 	mode := uint32(hdr.Mode) & 0o7777
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeCont: // the reader already maps TypeRegA
 		if p == "" {
 			return errors.New("a regular file cannot replace the root directory")
 		}

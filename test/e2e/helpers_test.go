@@ -128,7 +128,7 @@ func firstArgs(a []string) string {
 type report struct {
 	Image, ManifestDigest, Origin, Deployment, Commit, Stateroot string
 	Kargs                                                        []string
-	RootUUID                                                     string `json:"root-uuid"`
+	RootUUID                                                     string            `json:"root-uuid"`
 	Phases                                                       map[string]string `json:"phase-durations"`
 }
 
