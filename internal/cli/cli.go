@@ -34,7 +34,7 @@ type common struct {
 	tlsVerify, enforceSigPolicy                            bool
 	progress                                               string
 	progressFD                                             int
-	jsonReport, verbose, quiet                             bool
+	jsonReport, verbose, quiet, dryRun                     bool
 }
 
 func (c *common) register(cmd *cobra.Command) {
@@ -59,6 +59,7 @@ func (c *common) register(cmd *cobra.Command) {
 	f.StringVar(&c.progress, "progress", "auto", "progress output: auto, plain, json or none")
 	f.IntVar(&c.progressFD, "progress-fd", 0, "write JSON-lines progress to this file descriptor")
 	f.BoolVar(&c.jsonReport, "json", false, "print a JSON report on stdout when done")
+	f.BoolVar(&c.dryRun, "dry-run", false, "fetch and inspect, print the install plan as JSON, and write nothing to the target")
 	f.BoolVarP(&c.verbose, "verbose", "v", false, "print more detail")
 	f.BoolVarP(&c.quiet, "quiet", "q", false, "print only warnings and errors")
 }
@@ -89,7 +90,7 @@ func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 	}
 	o = install.Options{Source: src, TargetImgref: c.targetImgref, TargetTransport: tt, Stateroot: c.stateroot,
 		Kargs: c.kargs, KargDeletes: c.kargDeletes, DisableSELinux: c.disableSELinux, GenericImage: c.genericImage,
-		Bootloader: c.bootloader, RootSSHKeysFile: c.rootSSHKeys,
+		Bootloader: c.bootloader, RootSSHKeysFile: c.rootSSHKeys, DryRun: c.dryRun,
 		Fetch: fetch.Options{AuthFile: c.authfile, CertDir: c.certDir, Creds: c.creds, SignaturePolicy: c.sigPolicy,
 			EnforceSigPolicy: c.enforceSigPolicy}}
 	if cmd.Flags().Changed("tls-verify") {
@@ -131,6 +132,11 @@ func (c *common) sink(stderr io.Writer) (event.Sink, error) {
 func (c *common) finish(cmd *cobra.Command, o install.Options, rep *install.Report) error {
 	if o.Events != nil {
 		o.Events.Emit(event.Event{Type: event.Result, Data: rep})
+	}
+	if c.dryRun {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep.Plan)
 	}
 	if c.jsonReport {
 		enc := json.NewEncoder(cmd.OutOrStdout())

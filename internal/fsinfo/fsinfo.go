@@ -14,6 +14,8 @@ import (
 type Info struct {
 	Type string
 	UUID string
+	// Verity is set for ext4 with the verity feature (fs-verity files).
+	Verity bool
 }
 
 func formatUUID(b []byte) string {
@@ -36,7 +38,9 @@ func ProbeReader(r io.ReaderAt, name string) (Info, error) {
 	buf := make([]byte, 4096)
 	// ext2/3/4: superblock at 1024, magic 0xEF53 at +0x38, UUID at +0x68.
 	if n, _ := r.ReadAt(buf[:1024], 1024); n == 1024 && binary.LittleEndian.Uint16(buf[0x38:]) == 0xEF53 {
-		return Info{Type: "ext4", UUID: formatUUID(buf[0x68:0x78])}, nil
+		// s_feature_ro_compat at +0x64; RO_COMPAT_VERITY is 0x8000.
+		verity := binary.LittleEndian.Uint32(buf[0x64:])&0x8000 != 0
+		return Info{Type: "ext4", UUID: formatUUID(buf[0x68:0x78]), Verity: verity}, nil
 	}
 	// xfs: superblock at 0, magic "XFSB", UUID at +32.
 	if n, _ := r.ReadAt(buf[:512], 0); n == 512 && bytes.Equal(buf[:4], []byte("XFSB")) {

@@ -10,14 +10,16 @@ import (
 func TestProbeRealFilesystems(t *testing.T) {
 	const uuid = "0b5e2c1a-47f6-4a54-9d8e-1c2b3a4d5e6f"
 	tests := []struct {
-		typ  string
-		mkfs []string
+		name, typ string
+		verity    bool
+		mkfs      []string
 	}{
-		{"ext4", []string{"mkfs.ext4", "-q", "-F", "-U", uuid}},
-		{"xfs", []string{"mkfs.xfs", "-q", "-f", "-m", "uuid=" + uuid}},
+		{"ext4", "ext4", false, []string{"mkfs.ext4", "-q", "-F", "-U", uuid}},
+		{"ext4-verity", "ext4", true, []string{"mkfs.ext4", "-q", "-F", "-O", "verity", "-U", uuid}},
+		{"xfs", "xfs", false, []string{"mkfs.xfs", "-q", "-f", "-m", "uuid=" + uuid}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.typ, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			if _, err := exec.LookPath(tt.mkfs[0]); err != nil {
 				t.Fatalf("%s is needed for this test (install e2fsprogs and xfsprogs)", tt.mkfs[0])
 			}
@@ -35,7 +37,7 @@ func TestProbeRealFilesystems(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Type != tt.typ || got.UUID != uuid {
+			if got.Type != tt.typ || got.UUID != uuid || got.Verity != tt.verity {
 				t.Fatalf("got %+v, want %s %s", got, tt.typ, uuid)
 			}
 		})

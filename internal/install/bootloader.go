@@ -25,11 +25,7 @@ func (s sandboxRunner) Run(ctx context.Context, outDir string, argv []string) er
 // installBootloader writes GRUB: grub.cfg on /boot generated from ostree's
 // BLS entries, an EFI image at the ESP's removable path, and BIOS boot code
 // in the MBR and BIOS boot partition, all built by the image's grub-mkimage.
-func (r *run) installBootloader(ctx context.Context, em event.Emitter, t *target, d *deployment) error {
-	bl := r.opts.Bootloader
-	if bl == "" || bl == "auto" {
-		bl = "grub"
-	}
+func (r *run) installBootloader(ctx context.Context, em event.Emitter, t *target, d *deployment, bl string) error {
 	r.report.Bootloader = bl
 	if bl == "none" {
 		em.Info("--bootloader none: no boot loader installed")

@@ -24,7 +24,7 @@ var libDir = regexp.MustCompile(`^(usr/)?lib(32|64)?/([^/]*-linux-gnu[^/]*/)?$`)
 // disk is partitioned.
 var bootstrapConfig = []string{
 	"usr/lib/bootc", "usr/local/lib/bootc", "etc/bootc", "usr/lib/ostree", "etc/ostree",
-	"etc/selinux/config", "etc/os-release", "usr/lib/os-release", "etc/mke2fs.conf",
+	"etc/selinux", "usr/share/containers/systemd", "etc/containers/systemd", "etc/os-release", "usr/lib/os-release", "etc/mke2fs.conf",
 	"etc/ld.so.cache", "etc/passwd", "etc/group",
 }
 

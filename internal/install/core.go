@@ -61,30 +61,28 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		return err
 	}
 
-	var (
-		cfg       *imageConfig
-		args      []string
-		stateroot string
-	)
+	var plan *Plan
 	if err := r.phase(ctx, "inspect", func(em event.Emitter) error {
-		cfg, err = readImageConfig(stage, im.Source.String())
+		kernels, err := kernelsIn(stage)
 		if err != nil {
 			return err
 		}
-		rootKargs := append([]string(nil), t.rootKargs...)
-		if r.opts.DisableSELinux {
-			rootKargs = append(rootKargs, "selinux=0")
+		kver, err := checkKernel(kernels, im.Source.String())
+		if err != nil {
+			return err
 		}
-		deletes := append(append([]string(nil), cfg.install.KargDeletes...), r.opts.KargDeletes...)
-		args = kargs.Assemble(rootKargs, cfg.install.Kargs, cfg.kargsD, deletes, r.opts.Kargs)
-		stateroot = r.opts.Stateroot
-		if stateroot == "" {
-			stateroot = cfg.install.Stateroot
+		facts, err := readImageFacts(stage, im, kver)
+		if err != nil {
+			return err
 		}
-		if stateroot == "" {
-			stateroot = "default"
+		if plan, err = computePlan(r.verb, r.opts, facts, t, r.layout, r.wipe, r.disk, r.diskName); err != nil {
+			return err
 		}
-		em.Info("kernel " + cfg.kernel + "; kernel arguments: " + kargs.Join(args))
+		r.report.Plan = plan
+		if err := checkComposefs(ctx, stage, plan); err != nil {
+			return err
+		}
+		em.Info("kernel " + kver + "; kernel arguments: " + kargs.Join(plan.Kargs))
 		return nil
 	}); err != nil {
 		return err
@@ -99,7 +97,7 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 				return err
 			}
 		}
-		d, err = r.deploy(ctx, em, t, im, stage, cfg, args, stateroot)
+		d, err = r.deploy(ctx, em, t, im, stage, plan)
 		if err != nil {
 			return err
 		}
@@ -111,30 +109,26 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		return err
 	}
 
-	tref, _ := r.targetRef()
+	tref := targetRef(r.opts)
 	r.report.Image = im.Source.String()
 	r.report.ManifestDigest = im.ManifestDigest.String()
 	r.report.TargetImage = tref.String()
 	r.report.Origin = originFor(tref, r.opts.Fetch.EnforceSigPolicy)
 	r.report.OstreeRef = d.ref
 	r.report.Commit = d.commit
-	r.report.Stateroot = stateroot
+	r.report.Stateroot = plan.Stateroot
 	r.report.Deployment = strings.TrimPrefix(d.dir, t.physRoot)
-	r.report.Kargs = args
+	r.report.Kargs = plan.Kargs
 	r.report.RootUUID = t.rootUUID
 	r.report.BootUUID = t.bootUUID
 	r.report.Filesystem = t.rootFSType
 
 	if err := r.phase(ctx, "bootloader", func(em event.Emitter) error {
-		return r.installBootloader(ctx, em, t, d)
+		return r.installBootloader(ctx, em, t, d, plan.Bootloader.Backend)
 	}); err != nil {
 		return err
 	}
-	selinux := "disabled"
-	if r.opts.DisableSELinux {
-		selinux = "force-target-disabled"
-	}
-	if err := r.writeAleph(t, im, selinux); err != nil {
+	if err := r.writeAleph(t, im, plan.SELinux.State); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(work); err != nil {
@@ -162,7 +156,9 @@ func clearPartialDeploy(phys string) error {
 // checkEmptyRoot applies bootc's rule for to-filesystem targets: only
 // lost+found, an empty boot/ (or one with lost+found or efi), and our own
 // work directory may be present.
-func checkEmptyRoot(root string) error {
+// A dry run over an interrupted install (resume true) ignores what the
+// re-run would clear.
+func checkEmptyRoot(root string, resume bool) error {
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return errs.New(errs.Target, "reading target", root, err, "")
@@ -171,6 +167,11 @@ func checkEmptyRoot(root string) error {
 		switch e.Name() {
 		case "lost+found", workDirName:
 			continue
+		case "ostree", ".bootc-aleph.json":
+			if resume {
+				continue
+			}
+			return errs.New(errs.Target, "checking target", root, fmt.Errorf("found %s: the target filesystem is not empty", e.Name()), "install onto an empty filesystem")
 		case "boot":
 			sub, err := os.ReadDir(filepath.Join(root, "boot"))
 			if err != nil {
@@ -192,4 +193,25 @@ func checkEmptyRoot(root string) error {
 // whose partial state a re-run may clear.
 func resumable(root string) bool {
 	return exists(filepath.Join(root, workDirName, "journal.json"))
+}
+
+// dryRun computes the plan from the image's configuration in tree and
+// returns it without touching the target.
+func (r *run) dryRun(ctx context.Context, tree string, src *fetch.Source, kver string, t *target) (*Report, error) {
+	var plan *Plan
+	err := r.phase(ctx, "inspect", func(em event.Emitter) error {
+		facts, err := readImageFacts(tree, src.Image, kver)
+		if err != nil {
+			return err
+		}
+		plan, err = computePlan(r.verb, r.opts, facts, t, r.layout, r.wipe, r.disk, r.diskName)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.report.Plan = plan
+	r.report.Image = src.Image.Source.String()
+	r.report.ManifestDigest = src.Image.ManifestDigest.String()
+	return r.report, nil
 }

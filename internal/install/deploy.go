@@ -67,8 +67,9 @@ type deployment struct {
 
 // deploy commits the staged tree into the target's ostree repository with
 // bootc's container metadata and deploys it, all with the image's ostree.
-func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch.Image, stage string, cfg *imageConfig, kargs []string, stateroot string) (*deployment, error) {
-	tref, _ := r.targetRef()
+func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch.Image, stage string, plan *Plan) (*deployment, error) {
+	kargs, stateroot := plan.Kargs, plan.Stateroot
+	tref := targetRef(r.opts)
 	ostreeRef, err := tref.OstreeRef()
 	if err != nil {
 		return nil, errs.New(errs.Usage, "computing ostree ref for", tref.String(), err, "")
@@ -103,6 +104,11 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 		"--add-metadata-string=ostree.manifest=" + string(im.Manifest),
 		"--add-metadata-string=ostree.container.image-config=" + string(im.ConfigJSON),
 		"--add-metadata-string=ostree.importer.version=bootlace",
+	}
+	if plan.SELinux.Label {
+		// Labels come from the image's own policy (its /etc is the
+		// sandbox's /etc), never from the host's.
+		commitArgs = append(commitArgs, "--selinux-policy=/")
 	}
 	if v := imageVersion(im); v != "" {
 		commitArgs = append(commitArgs, "--add-metadata-string=version="+v)
@@ -226,7 +232,7 @@ func writeFileAtomic(dir, name string, data []byte, mode os.FileMode) error {
 // writeAleph records what was installed in the physical root, with bootc's
 // kebab-case keys.
 func (r *run) writeAleph(t *target, im *fetch.Image, selinux string) error {
-	tref, _ := r.targetRef()
+	tref := targetRef(r.opts)
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	aleph := map[string]any{
@@ -248,6 +254,25 @@ func (r *run) writeAleph(t *target, im *fetch.Image, selinux string) error {
 		return err
 	}
 	return writeFileAtomic(t.physRoot, ".bootc-aleph.json", raw, 0o644)
+}
+
+// checkComposefs refuses an image whose prepare-root.conf requires
+// composefs when the image's own ostree was built without it: the
+// deployment could not boot.
+func checkComposefs(ctx context.Context, tree string, plan *Plan) error {
+	if plan.PrepareRoot.Composefs != "yes" {
+		return nil
+	}
+	out, err := imageTool(ctx, tree, "", false, "ostree", "--version")
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(out, []byte("- composefs")) {
+		return errs.New(errs.Image, "checking prepare-root.conf", plan.PrepareRoot.Path,
+			errors.New("it requires composefs but the image's ostree is built without composefs support"),
+			"set [composefs] enabled = no (or maybe) in the image, or ship an ostree with composefs")
+	}
+	return nil
 }
 
 // origin prints the origin line for the report.

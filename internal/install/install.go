@@ -12,12 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootlace/bootlace/internal/blockdev"
 	"github.com/bootlace/bootlace/internal/cleanup"
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/imgref"
-	"github.com/bootlace/bootlace/internal/installconfig"
 	"github.com/bootlace/bootlace/internal/layer"
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -40,14 +40,22 @@ type run struct {
 	sink   event.Sink
 	stack  cleanup.Stack
 	report *Report
+	// verb, layout and wipe feed the plan.
+	verb   string
+	layout []PlanPartition
+	wipe   bool
+	// disk describes a to-disk target for the plan; name is what the user
+	// gave (the image file with --via-loopback).
+	disk     *blockdev.Disk
+	diskName string
 }
 
-func newRun(opts Options) *run {
+func newRun(verb string, opts Options) *run {
 	sink := opts.Events
 	if sink == nil {
 		sink = event.Discard{}
 	}
-	return &run{opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{}}}
+	return &run{verb: verb, opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{}}}
 }
 
 func (r *run) em(phase string) event.Emitter { return event.Emitter{Sink: r.sink, Phase: phase} }
@@ -87,6 +95,7 @@ type target struct {
 	rootUUID     string
 	bootUUID     string // "" when /boot is not separate
 	rootFSType   string
+	rootVerity   bool // ext4 root with the verity feature
 	bootFSType   string
 	bootSeparate bool
 	// device is the whole disk, for BIOS boot code; "" for to-filesystem
@@ -99,16 +108,16 @@ type target struct {
 	skipFinalize  bool
 }
 
-// resolveTarget computes the reference recorded for updates.
-func (r *run) targetRef() (imgref.Ref, error) {
-	t := imgref.Ref{Transport: r.opts.TargetTransport, Name: r.opts.TargetImgref}
+// targetRef computes the reference recorded for updates.
+func targetRef(opts Options) imgref.Ref {
+	t := imgref.Ref{Transport: opts.TargetTransport, Name: opts.TargetImgref}
 	if t.Transport == "" {
 		t.Transport = imgref.Registry
 	}
 	if t.Name == "" {
-		t.Name = r.opts.Source.Name
+		t.Name = opts.Source.Name
 	}
-	return t, nil
+	return t
 }
 
 // checkImageConfig refuses images that are not bootable or not for this
@@ -258,29 +267,3 @@ func spaceCheck(dir string, im *fetch.Image, store *fetch.Store) error {
 	return nil
 }
 
-// loadTargetConfig reads everything about the target from the staged tree.
-type imageConfig struct {
-	install *installconfig.Config
-	kargsD  []string
-	kernel  string
-}
-
-func readImageConfig(stage, src string) (*imageConfig, error) {
-	cfg, _, err := installconfig.Load(stage, runtime.GOARCH)
-	if err != nil {
-		return nil, err
-	}
-	kd, err := installconfig.LoadKargsD(stage, runtime.GOARCH)
-	if err != nil {
-		return nil, err
-	}
-	kernels, err := kernelsIn(stage)
-	if err != nil {
-		return nil, err
-	}
-	kver, err := checkKernel(kernels, src)
-	if err != nil {
-		return nil, err
-	}
-	return &imageConfig{install: cfg, kargsD: kd, kernel: kver}, nil
-}

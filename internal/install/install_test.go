@@ -147,7 +147,7 @@ func TestCheckEmptyRoot(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := checkEmptyRoot(root)
+			err := checkEmptyRoot(root, false)
 			if (err == nil) != tt.ok {
 				t.Fatalf("checkEmptyRoot = %v, want ok=%v", err, tt.ok)
 			}

@@ -32,6 +32,9 @@ type Options struct {
 	RootSSHKeysFile string
 	Fetch           fetch.Options
 	Events          event.Sink
+	// DryRun computes and returns the plan (Report.Plan) after fetching
+	// and inspecting, and writes nothing to the target.
+	DryRun bool
 	// WorkDir overrides where host-side scratch files go (default os.TempDir()).
 	WorkDir string
 }
@@ -75,5 +78,6 @@ type Report struct {
 	Filesystem     string            `json:"filesystem,omitempty"`
 	Phases         map[string]string `json:"phase-durations"`
 	Warnings       []string          `json:"warnings,omitempty"`
+	Plan           *Plan             `json:"plan,omitempty"`
 	phaseStart     map[string]time.Time
 }

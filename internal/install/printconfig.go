@@ -12,7 +12,7 @@ import (
 // PrintConfiguration reads the merged install configuration of the source
 // image, streaming only its configuration files into a scratch directory.
 func PrintConfiguration(ctx context.Context, opts Options, all bool) ([]byte, error) {
-	r := newRun(opts)
+	r := newRun("print-configuration", opts)
 	defer r.stack.Unwind()
 	src, err := r.openSource(ctx, "")
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 // ToDisk partitions a whole disk (or a disk image through a loop device),
 // makes its filesystems with the image's mkfs and installs onto them.
 func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retErr error) {
-	r := newRun(opts)
+	r := newRun("to-disk", opts)
 	defer func() { retErr = errors.Join(retErr, r.stack.Unwind()) }()
 	if do.ViaLoopback {
 		r.opts.GenericImage = true
@@ -32,6 +32,8 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 		tools string
 		dev   string
 		disk  *blockdev.Disk
+		parts []blockdev.Partition
+		kver  string
 	)
 	if err := r.phase(ctx, "resolve", func(em event.Emitter) error {
 		var err error
@@ -46,13 +48,17 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 		if err := blockdev.CheckUsable(disk, do.Wipe); err != nil {
 			return err
 		}
+		// The layout needs only the disk: a disk too small fails at once.
+		if parts, err = blockdev.PlanBootcLayout(disk.Size, disk.SectorSize, blockdev.LayoutOptions{RootSize: do.RootSize}); err != nil {
+			return err
+		}
 		if src, err = r.openSource(ctx, ""); err != nil {
 			return err
 		}
 		r.stack.Push("image source", src.Close)
 		// The image's tools and layout configuration, before the disk is
 		// touched: a broken image never costs the user a disk.
-		tools, err = r.bootstrapTools(ctx, src)
+		tools, kver, err = r.bootstrapTools(ctx, src)
 		return err
 	}); err != nil {
 		return nil, err
@@ -62,7 +68,15 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 	if err != nil {
 		return nil, err
 	}
-	t := &target{device: dev, rootFSType: fsType, bootFSType: fsType, bootSeparate: true}
+	t := &target{device: dev, rootFSType: fsType, bootFSType: fsType, bootSeparate: true, rootVerity: fsType == "ext4"}
+	r.layout, r.wipe, r.disk, r.diskName = planPartitions(parts, fsType), do.Wipe, disk, do.Device
+	if r.opts.DryRun {
+		// The UUIDs of a dry run are examples: a real run makes new ones.
+		t.rootUUID, t.bootUUID = blockdev.NewUUID(), blockdev.NewUUID()
+		t.bootMountSpec = "UUID=" + t.bootUUID
+		t.rootKargs = []string{"root=UUID=" + t.rootUUID, "rw", "boot=UUID=" + t.bootUUID}
+		return r.dryRun(ctx, tools, src, kver, t)
+	}
 	wroteTable := false
 	defer func() {
 		// A disk whose install failed must never boot half-written.
@@ -73,10 +87,6 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 		}
 	}()
 	if err := r.phase(ctx, "storage", func(em event.Emitter) error {
-		parts, err := blockdev.PlanBootcLayout(disk.Size, disk.SectorSize, blockdev.LayoutOptions{RootSize: do.RootSize})
-		if err != nil {
-			return err
-		}
 		if disk.Table != "" || disk.Signature != "" || len(disk.Partitions) > 0 {
 			em.Info("wiping " + dev)
 			if err := blockdev.Wipe(dev); err != nil {
@@ -185,32 +195,29 @@ func (r *run) attachDevice(ctx context.Context, do DiskOptions) (string, error) 
 
 // bootstrapTools streams the image's mkfs tools and layout configuration
 // into a private tmpfs (see bootstrap.go) and checks the kernel is there.
-func (r *run) bootstrapTools(ctx context.Context, src *fetch.Source) (string, error) {
-	dir, err := os.MkdirTemp(r.opts.WorkDir, "bootlace-tools-")
+func (r *run) bootstrapTools(ctx context.Context, src *fetch.Source) (dir, kver string, err error) {
+	dir, err = os.MkdirTemp(r.opts.WorkDir, "bootlace-tools-")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	r.stack.Push("tools directory", func() error { return os.Remove(dir) })
 	if err := mount.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=2g"); err != nil {
-		return "", err
+		return "", "", err
 	}
 	r.stack.Push("tools tmpfs", func() error { return mount.Unmount(dir) })
 	kernels, err := extractFiltered(ctx, src, dir, bootstrapKeep)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	if _, err := checkKernel(kernels, src.Image.Source.String()); err != nil {
-		return "", err
+	if kver, err = checkKernel(kernels, src.Image.Source.String()); err != nil {
+		return "", "", err
 	}
-	// Read the install config now: a bad one must fail before the disk is
-	// touched.
-	if _, _, err := installconfig.Load(dir, runtime.GOARCH); err != nil {
-		return "", err
+	// Read the image's configuration now: a bad one must fail before the
+	// disk is touched.
+	if _, err := readImageFacts(dir, src.Image, kver); err != nil {
+		return "", "", err
 	}
-	if _, err := installconfig.LoadKargsD(dir, runtime.GOARCH); err != nil {
-		return "", err
-	}
-	return dir, nil
+	return dir, kver, nil
 }
 
 // extractFiltered streams every layer from the source through keep into
@@ -284,4 +291,20 @@ func mkfs(ctx context.Context, tools, fsType, dev, uuid, label string) error {
 	}
 	_, err := imageTool(ctx, tools, "", true, append(args, dev)...)
 	return err
+}
+
+// planPartitions describes the layout for the plan.
+func planPartitions(parts []blockdev.Partition, fsType string) []PlanPartition {
+	var out []PlanPartition
+	for _, p := range parts {
+		pp := PlanPartition{Number: p.Number, Name: p.Name, Type: p.Type.String(), Start: p.Start, Size: p.Size}
+		switch p.Name {
+		case blockdev.NameESP:
+			pp.Filesystem = "vfat"
+		case blockdev.NameBoot, blockdev.NameRoot:
+			pp.Filesystem = fsType
+		}
+		out = append(out, pp)
+	}
+	return out
 }

@@ -19,13 +19,13 @@ import (
 // ToFilesystem installs onto a mounted filesystem (the physical root), with
 // an optional separate /boot mounted below it.
 func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, retErr error) {
-	r := newRun(opts)
+	r := newRun("to-filesystem", opts)
 	defer func() { retErr = errors.Join(retErr, r.stack.Unwind()) }()
 	var t *target
 	var src *fetch.Source
 	if err := r.phase(ctx, "resolve", func(em event.Emitter) error {
 		var err error
-		t, err = inspectMountedRoot(fo)
+		t, err = inspectMountedRoot(fo, r.opts.DryRun)
 		if err != nil {
 			return err
 		}
@@ -35,6 +35,22 @@ func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, r
 		return nil, err
 	}
 	defer src.Close()
+	if r.opts.DryRun {
+		dir, err := os.MkdirTemp(r.opts.WorkDir, "bootlace-config-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		kernels, err := extractFiltered(ctx, src, dir, configOnly)
+		if err != nil {
+			return nil, err
+		}
+		kver, err := checkKernel(kernels, src.Image.Source.String())
+		if err != nil {
+			return nil, err
+		}
+		return r.dryRun(ctx, dir, src, kver, t)
+	}
 	if err := r.installOnto(ctx, t, src); err != nil {
 		return nil, err
 	}
@@ -76,7 +92,7 @@ func mountSource(dir string) (string, error) {
 
 // inspectMountedRoot checks a to-filesystem target and derives the root
 // setup: UUIDs, kernel arguments and the /boot mount spec.
-func inspectMountedRoot(fo FSOptions) (*target, error) {
+func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 	root := fo.Root
 	fi, err := os.Stat(root)
 	if err != nil || !fi.IsDir() {
@@ -89,12 +105,12 @@ func inspectMountedRoot(fo FSOptions) (*target, error) {
 	if m == nil {
 		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a mount point"), "mount the target's root filesystem there first")
 	}
-	if resumable(root) {
+	if resumable(root) && !dryRun {
 		if err := clearPartialDeploy(root); err != nil {
 			return nil, err
 		}
 	}
-	if err := checkEmptyRoot(root); err != nil {
+	if err := checkEmptyRoot(root, dryRun && resumable(root)); err != nil {
 		return nil, err
 	}
 	switch m.FSType {
@@ -107,7 +123,7 @@ func inspectMountedRoot(fo FSOptions) (*target, error) {
 	if err != nil {
 		return nil, errs.New(errs.Target, "reading filesystem UUID of", m.Source, err, "pass --root-mount-spec")
 	}
-	t.rootUUID = info.UUID
+	t.rootUUID, t.rootVerity = info.UUID, info.Verity
 
 	rootSpec := "UUID=" + t.rootUUID
 	if fo.RootMountSpec != nil {
@@ -124,8 +140,12 @@ func inspectMountedRoot(fo FSOptions) (*target, error) {
 	t.rootKargs = append(t.rootKargs, "rw")
 
 	bootDir := root + "/boot"
-	if err := os.MkdirAll(bootDir, 0o755); err != nil {
-		return nil, errs.New(errs.Target, "creating", bootDir, err, "")
+	if !dryRun {
+		if err := os.MkdirAll(bootDir, 0o755); err != nil {
+			return nil, errs.New(errs.Target, "creating", bootDir, err, "")
+		}
+	} else if !exists(bootDir) {
+		bootDir = root
 	}
 	var rst, bst unix.Stat_t
 	if err := unix.Stat(root, &rst); err != nil {

@@ -12,29 +12,45 @@ import (
 	"github.com/bootlace/bootlace/internal/testbed/registry"
 )
 
-// hostState is what an install must leave as it found it on the host.
-func hostState(t *testing.T) (loops, mounts string) {
+// leftovers lists what an install may have left on the host: mounts of
+// bootlace's own scratch directories, loop devices backed by the test's
+// disk images, and sandbox processes. Other tests running at the same time
+// may mount and attach their own things, so only ours are counted.
+func leftovers(t *testing.T) []string {
 	t.Helper()
-	out, _ := exec.Command("losetup", "-a").Output()
+	var out []string
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	var ms []string
 	for _, l := range strings.Split(string(mi), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 4 {
-			ms = append(ms, f[4])
+		if len(f) > 4 && strings.Contains(f[4], "/bootlace-") && !strings.Contains(f[4], "/bootlace-e2e-") {
+			out = append(out, "mount "+f[4])
 		}
 	}
-	return string(out), strings.Join(ms, "\n")
+	loops, _ := exec.Command("losetup", "-a").Output()
+	for _, l := range strings.Split(string(loops), "\n") {
+		if strings.Contains(l, "/bootlace-e2e-") && strings.Contains(l, "disk.raw") && !strings.Contains(l, "(deleted)") {
+			out = append(out, "loop "+l)
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if strings.HasPrefix(string(b), "bootlace-sandbox") {
+			out = append(out, "process "+p)
+		}
+	}
+	return out
 }
 
-func checkHostUnchanged(t *testing.T, loops, mounts string) {
+// hostState and checkHostUnchanged bracket an install.
+func hostState(t *testing.T) (loops, mounts string) {
+	return strings.Join(leftovers(t), "\n"), ""
+}
+
+func checkHostUnchanged(t *testing.T, before, _ string) {
 	t.Helper()
-	l2, m2 := hostState(t)
-	if l2 != loops {
-		t.Errorf("loop devices changed:\nbefore:\n%s\nafter:\n%s", loops, l2)
-	}
-	if m2 != mounts {
-		t.Errorf("host mount table changed:\nbefore:\n%s\nafter:\n%s", mounts, m2)
+	if after := strings.Join(leftovers(t), "\n"); after != before {
+		t.Errorf("the install left state on the host:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
 

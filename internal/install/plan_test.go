@@ -1,0 +1,130 @@
+package install
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/fetch"
+	"github.com/bootlace/bootlace/internal/imgref"
+	"github.com/bootlace/bootlace/internal/installconfig"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func testFacts() *imageFacts {
+	return &imageFacts{
+		im: &fetch.Image{Source: imgref.Ref{Transport: imgref.OCIArchive, Name: "/x.tar"},
+			Config: &imgspecv1.Image{Platform: imgspecv1.Platform{Architecture: "amd64"}}},
+		kernel: "6.1.0",
+		cfg:    &installconfig.Config{Kargs: []string{"console=ttyS0", "quiet"}, Stateroot: "fromconfig"},
+		kargsD: []string{"kd=1"},
+	}
+}
+
+func TestComputePlan(t *testing.T) {
+	rootT := &target{rootFSType: "ext4", rootKargs: []string{"root=UUID=r", "rw", "boot=UUID=b"}, bootSeparate: true, bootMountSpec: "UUID=b"}
+	tests := []struct {
+		name      string
+		opts      Options
+		mod       func(*imageFacts)
+		tgt       *target
+		wantKargs []string
+		stateroot string
+		selinux   string
+		label     bool
+		bl        string
+		wantErr   errs.Kind
+	}{
+		{name: "order", opts: Options{Kargs: []string{"cli=1"}},
+			wantKargs: []string{"root=UUID=r", "rw", "boot=UUID=b", "console=ttyS0", "quiet", "kd=1", "cli=1"},
+			stateroot: "fromconfig", selinux: "disabled", bl: "grub"},
+		{name: "deletes and cli stateroot", opts: Options{KargDeletes: []string{"quiet", "kd"}, Stateroot: "cli"},
+			wantKargs: []string{"root=UUID=r", "rw", "boot=UUID=b", "console=ttyS0"},
+			stateroot: "cli", selinux: "disabled", bl: "grub"},
+		{name: "image policy labels", mod: func(f *imageFacts) { f.selinux = installconfig.Policy{Enabled: true, Type: "targeted"} },
+			wantKargs: []string{"root=UUID=r", "rw", "boot=UUID=b", "console=ttyS0", "quiet", "kd=1"},
+			stateroot: "fromconfig", selinux: "enabled", label: true, bl: "grub"},
+		{name: "disable-selinux", opts: Options{DisableSELinux: true}, mod: func(f *imageFacts) { f.selinux = installconfig.Policy{Enabled: true} },
+			wantKargs: []string{"root=UUID=r", "rw", "boot=UUID=b", "selinux=0", "console=ttyS0", "quiet", "kd=1"},
+			stateroot: "fromconfig", selinux: "force-target-disabled", bl: "grub"},
+		{name: "config bootloader none", mod: func(f *imageFacts) { f.cfg.Bootloader = "none"; f.cfg.Stateroot = "" },
+			wantKargs: []string{"root=UUID=r", "rw", "boot=UUID=b", "console=ttyS0", "quiet", "kd=1"},
+			stateroot: "default", selinux: "disabled", bl: "none"},
+		{name: "verity on xfs refused", mod: func(f *imageFacts) {
+			f.prepareRoot = &installconfig.PrepareRoot{Path: "/usr/lib/ostree/prepare-root.conf", Composefs: installconfig.Yes, ComposefsVerity: true}
+		}, tgt: &target{rootFSType: "xfs"}, wantErr: errs.Image},
+		{name: "verity on ext4 with the feature", mod: func(f *imageFacts) {
+			f.prepareRoot = &installconfig.PrepareRoot{Composefs: installconfig.Yes, ComposefsVerity: true}
+		}, tgt: &target{rootFSType: "ext4", rootVerity: true}, wantKargs: []string{"console=ttyS0", "quiet", "kd=1"},
+			stateroot: "fromconfig", selinux: "disabled", bl: "grub"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := testFacts()
+			if tt.mod != nil {
+				tt.mod(f)
+			}
+			tgt := tt.tgt
+			if tgt == nil {
+				tgt = rootT
+			}
+			opts := tt.opts
+			opts.Source = f.im.Source
+			p, err := computePlan("to-filesystem", opts, f, tgt, nil, false, nil, "")
+			if tt.wantErr != errs.Internal || err != nil {
+				if errs.KindOf(err) != tt.wantErr || err == nil {
+					t.Fatalf("err %v, want kind %v", err, tt.wantErr)
+				}
+				return
+			}
+			if !reflect.DeepEqual(p.Kargs, tt.wantKargs) {
+				t.Errorf("kargs %q\nwant  %q", p.Kargs, tt.wantKargs)
+			}
+			if p.Stateroot != tt.stateroot || p.SELinux.State != tt.selinux || p.SELinux.Label != tt.label || p.Bootloader.Backend != tt.bl {
+				t.Errorf("stateroot %q selinux %+v bootloader %q", p.Stateroot, p.SELinux, p.Bootloader.Backend)
+			}
+			if p.Version != PlanVersion || p.Image.Origin != "ostree-unverified-registry:/x.tar" {
+				t.Errorf("plan header %+v", p.Image)
+			}
+		})
+	}
+}
+
+func TestBoundImages(t *testing.T) {
+	tree := t.TempDir()
+	mk := func(p, data string) {
+		full := filepath.Join(tree, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("usr/share/containers/systemd/app.image", "[Image]\nImage=quay.io/x/app:1\n")
+	mk("usr/share/containers/systemd/db.container", "[Unit]\nDescription=db\n[Container]\nImage=quay.io/x/db:2\nExec=x\n")
+	d := filepath.Join(tree, "usr/lib/bootc/bound-images.d")
+	os.MkdirAll(d, 0o755)
+	os.Symlink("/usr/share/containers/systemd/app.image", filepath.Join(d, "app.image"))
+	os.Symlink("../../../share/containers/systemd/db.container", filepath.Join(d, "db.container"))
+	os.WriteFile(filepath.Join(d, "README"), []byte("ignored"), 0o644)
+	got, err := boundImages(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, []string{"quay.io/x/app:1", "quay.io/x/db:2"}) {
+		t.Fatalf("bound images %q", got)
+	}
+	// A link pointing at a host path resolves inside the tree: here, to nothing.
+	os.Symlink("/etc/hostname", filepath.Join(d, "evil.image"))
+	if _, err := boundImages(tree); err == nil || errs.KindOf(err) != errs.Image || errors.Is(err, os.ErrPermission) {
+		t.Fatalf("link to a host file: %v", err)
+	}
+	empty, err := boundImages(t.TempDir())
+	if err != nil || len(empty) != 0 {
+		t.Fatalf("no bound images: %v %v", empty, err)
+	}
+}
