@@ -266,4 +266,3 @@ func spaceCheck(dir string, im *fetch.Image, store *fetch.Store) error {
 	}
 	return nil
 }
-
