@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -248,9 +249,19 @@ func setupRoot(hs helperSpec) (err error) {
 	}
 	links := map[string]string{}
 	image := map[string]treeMount{}
+	// A top-level directory that a bind replaces whole is not bound from
+	// the image: stacking the bind on it would make the image's directory a
+	// mount point, which the host could then not remove (ostree commit
+	// --consume deletes the tree it commits, /sysroot included).
+	shadowed := map[string]bool{}
+	for _, b := range hs.Binds {
+		if name := strings.TrimPrefix(filepath.Clean(b.Target), "/"); name != "" && !strings.Contains(name, "/") {
+			shadowed[name] = true
+		}
+	}
 	for _, e := range entries {
 		name := e.Name()
-		if isReplaced(name) {
+		if isReplaced(name) || shadowed[name] {
 			continue
 		}
 		p := filepath.Join(hs.Root, name)
