@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/event"
@@ -46,6 +49,10 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 
 	stage := filepath.Join(work, "stage")
 	if err := r.phase(ctx, "assemble", func(em event.Emitter) error {
+		if j.done("deploy") && j.Data.Deployment != nil {
+			em.Info("the image is already deployed by an earlier run")
+			return nil
+		}
 		if j.done("assemble") && exists(stage) {
 			em.Info("reusing the staged tree from an earlier run")
 			return nil
@@ -62,8 +69,15 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 	}
 
 	var plan *Plan
+	// A re-run after the deploy phase reads the image from its deployment.
+	var resumed *deployment
+	tree := stage
+	if jd := j.Data.Deployment; j.done("deploy") && jd != nil && exists(filepath.Join(t.physRoot, jd.Dir)) {
+		resumed = &deployment{commit: jd.Commit, dir: filepath.Join(t.physRoot, jd.Dir), ref: jd.Ref}
+		tree = resumed.dir
+	}
 	if err := r.phase(ctx, "inspect", func(em event.Emitter) error {
-		kernels, err := kernelsIn(stage)
+		kernels, err := kernelsIn(tree)
 		if err != nil {
 			return err
 		}
@@ -71,7 +85,7 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		if err != nil {
 			return err
 		}
-		facts, err := readImageFacts(stage, im, kver)
+		facts, err := readImageFacts(tree, im, kver)
 		if err != nil {
 			return err
 		}
@@ -79,7 +93,7 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 			return err
 		}
 		r.report.Plan = plan
-		if err := checkComposefs(ctx, stage, plan); err != nil {
+		if err := checkComposefs(ctx, tree, plan); err != nil {
 			return err
 		}
 		em.Info("kernel " + kver + "; kernel arguments: " + kargs.Join(plan.Kargs))
@@ -90,17 +104,22 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 
 	var d *deployment
 	if err := r.phase(ctx, "deploy", func(em event.Emitter) error {
+		if resumed != nil {
+			d = resumed
+			em.Info("reusing deployment " + d.commit + " from an earlier run")
+			return nil
+		}
 		// A deployment left by an interrupted run is redone from scratch:
 		// the staged tree is still there and committing is idempotent.
-		if !j.done("deploy") {
-			if err := clearPartialDeploy(t.physRoot); err != nil {
-				return err
-			}
+		if err := clearPartialDeploy(t.physRoot); err != nil {
+			return err
 		}
 		d, err = r.deploy(ctx, em, t, im, stage, plan)
 		if err != nil {
 			return err
 		}
+		rel, _ := filepath.Rel(t.physRoot, d.dir)
+		j.Data.Deployment = &journalDeployment{Commit: d.commit, Dir: rel, Ref: d.ref}
 		if err := j.mark("deploy"); err != nil {
 			return err
 		}
@@ -145,6 +164,13 @@ func exists(p string) bool {
 // clearPartialDeploy removes what an interrupted deploy may have left: the
 // ostree tree and ostree's boot entries. Nothing else on the target is ours.
 func clearPartialDeploy(phys string) error {
+	// ostree makes each deployment root immutable; lift that first.
+	deps, _ := filepath.Glob(filepath.Join(phys, "ostree/deploy/*/deploy/*"))
+	for _, d := range deps {
+		if err := clearImmutable(d); err != nil {
+			return fmt.Errorf("removing partial install %s: %w", d, err)
+		}
+	}
 	for _, p := range []string{"ostree", "boot/ostree", "boot/loader", "boot/loader.0", "boot/loader.1", "boot/grub", ".bootc-aleph.json"} {
 		if err := os.RemoveAll(filepath.Join(phys, p)); err != nil {
 			return fmt.Errorf("removing partial install %s: %w", filepath.Join(phys, p), err)
@@ -159,6 +185,9 @@ func clearPartialDeploy(phys string) error {
 // A dry run over an interrupted install (resume true) ignores what the
 // re-run would clear.
 func checkEmptyRoot(root string, resume bool) error {
+	if resume {
+		return nil
+	}
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return errs.New(errs.Target, "reading target", root, err, "")
@@ -167,11 +196,6 @@ func checkEmptyRoot(root string, resume bool) error {
 		switch e.Name() {
 		case "lost+found", workDirName:
 			continue
-		case "ostree", ".bootc-aleph.json":
-			if resume {
-				continue
-			}
-			return errs.New(errs.Target, "checking target", root, fmt.Errorf("found %s: the target filesystem is not empty", e.Name()), "install onto an empty filesystem")
 		case "boot":
 			sub, err := os.ReadDir(filepath.Join(root, "boot"))
 			if err != nil {
@@ -214,4 +238,35 @@ func (r *run) dryRun(ctx context.Context, tree string, src *fetch.Source, kver s
 	r.report.Image = src.Image.Source.String()
 	r.report.ManifestDigest = src.Image.ManifestDigest.String()
 	return r.report, nil
+}
+
+// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and FS_IMMUTABLE_FL.
+const (
+	fsIocGetflags = 0x80086601
+	fsIocSetflags = 0x40086602
+	fsImmutableFl = 0x10
+)
+
+// clearImmutable drops the immutable attribute of a directory, if set.
+func clearImmutable(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var flags int32
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocGetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
+		if e == unix.ENOTTY || e == unix.EOPNOTSUPP {
+			return nil
+		}
+		return e
+	}
+	if flags&fsImmutableFl == 0 {
+		return nil
+	}
+	flags &^= fsImmutableFl
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocSetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
+		return e
+	}
+	return nil
 }

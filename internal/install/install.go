@@ -91,11 +91,14 @@ func interrupted(err error) error {
 
 // target is a mounted physical root ready to receive a deployment.
 type target struct {
-	physRoot     string
-	rootUUID     string
-	bootUUID     string // "" when /boot is not separate
-	rootFSType   string
-	rootVerity   bool // ext4 root with the verity feature
+	physRoot   string
+	rootUUID   string
+	bootUUID   string // "" when /boot is not separate
+	rootFSType string
+	rootVerity bool // ext4 root with the verity feature
+	// installed marks a to-filesystem target that already holds a finished
+	// install (a re-run after a kill in finalize).
+	installed    bool
 	bootFSType   string
 	bootSeparate bool
 	// device is the whole disk, for BIOS boot code; "" for to-filesystem

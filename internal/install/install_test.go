@@ -9,10 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/layer/layertest"
+	"golang.org/x/sys/unix"
 )
 
 func TestBootstrapKeep(t *testing.T) {
@@ -186,5 +189,30 @@ func TestJournal(t *testing.T) {
 	j3, err := openJournal(dir)
 	if err != nil || j3.done("fetch") {
 		t.Fatalf("torn journal: %v %+v", err, j3.Data)
+	}
+}
+
+func TestSpaceCheck(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a small tmpfs and needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(dir, 0)
+	store, err := fetch.OpenStore(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := func(size int64) *fetch.Image {
+		return &fetch.Image{Layers: []fetch.Layer{{Digest: "sha256:0000000000000000000000000000000000000000000000000000000000000000", Size: size}}}
+	}
+	if err := spaceCheck(dir, im(1<<20), store); err != nil {
+		t.Errorf("1 MiB image on 16 MiB: %v", err)
+	}
+	err = spaceCheck(dir, im(100<<20), store)
+	if errs.KindOf(err) != errs.Target || !strings.Contains(err.Error(), "MiB free") {
+		t.Errorf("100 MiB image on 16 MiB: %v", err)
 	}
 }

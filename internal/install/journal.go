@@ -19,6 +19,15 @@ type journalData struct {
 	Version        int                  `json:"version"`
 	ManifestDigest string               `json:"manifest-digest"`
 	Phases         map[string]time.Time `json:"phases"`
+	// Deployment is what the deploy phase produced, for a re-run that
+	// resumes after it.
+	Deployment *journalDeployment `json:"deployment,omitempty"`
+}
+
+type journalDeployment struct {
+	Commit string `json:"commit"`
+	Dir    string `json:"dir"` // relative to the physical root
+	Ref    string `json:"ref"`
 }
 
 func openJournal(dir string) (*journal, error) {

@@ -2,9 +2,11 @@ package install
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"unsafe"
 
@@ -35,6 +37,19 @@ func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, r
 		return nil, err
 	}
 	defer src.Close()
+	if t.installed {
+		// A re-run after a completed install (say, killed in finalize) only
+		// finalizes again; anything else on the target is refused.
+		if err := r.alreadyInstalled(t, src); err != nil {
+			return nil, err
+		}
+		if !t.skipFinalize && !r.opts.DryRun {
+			if err := r.phase(ctx, "finalize", func(em event.Emitter) error { return finalize(t, false) }); err != nil {
+				return nil, err
+			}
+		}
+		return r.report, nil
+	}
 	if r.opts.DryRun {
 		dir, err := os.MkdirTemp(r.opts.WorkDir, "bootlace-config-")
 		if err != nil {
@@ -105,12 +120,10 @@ func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 	if m == nil {
 		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a mount point"), "mount the target's root filesystem there first")
 	}
-	if resumable(root) && !dryRun {
-		if err := clearPartialDeploy(root); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkEmptyRoot(root, dryRun && resumable(root)); err != nil {
+	// An interrupted bootlace install (its journal is there) is resumed
+	// rather than refused; the phases decide what to reuse.
+	installed := !resumable(root) && exists(root+"/.bootc-aleph.json")
+	if err := checkEmptyRoot(root, resumable(root) || installed); err != nil {
 		return nil, err
 	}
 	switch m.FSType {
@@ -118,7 +131,7 @@ func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 	default:
 		return nil, errs.New(errs.Target, "checking target", root, fmt.Errorf("filesystem type %s is not supported", m.FSType), "use ext4, xfs or btrfs for the root filesystem")
 	}
-	t := &target{physRoot: root, rootFSType: m.FSType, skipFinalize: fo.SkipFinalize}
+	t := &target{physRoot: root, rootFSType: m.FSType, skipFinalize: fo.SkipFinalize, installed: installed}
 	info, err := fsinfo.Probe(m.Source)
 	if err != nil {
 		return nil, errs.New(errs.Target, "reading filesystem UUID of", m.Source, err, "pass --root-mount-spec")
@@ -255,5 +268,36 @@ func ioctlInt(fd int, req uintptr) error {
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(&v))); e != 0 {
 		return e
 	}
+	return nil
+}
+
+// alreadyInstalled accepts a target that holds a finished install of the
+// same image (its aleph names the digest) and fills the report from it.
+func (r *run) alreadyInstalled(t *target, src *fetch.Source) error {
+	notEmpty := errs.New(errs.Target, "checking target", t.physRoot, errors.New("the target filesystem is not empty: it holds another installation"), "install onto an empty filesystem")
+	raw, err := os.ReadFile(t.physRoot + "/.bootc-aleph.json")
+	if err != nil {
+		return notEmpty
+	}
+	var aleph struct {
+		Digest string `json:"digest"`
+	}
+	if json.Unmarshal(raw, &aleph) != nil || aleph.Digest != src.Image.ManifestDigest.String() {
+		return notEmpty
+	}
+	deps, _ := filepath.Glob(filepath.Join(t.physRoot, "ostree/deploy/*/deploy/*.0"))
+	if len(deps) != 1 {
+		return notEmpty
+	}
+	tref := targetRef(r.opts)
+	r.report.Image = src.Image.Source.String()
+	r.report.ManifestDigest = aleph.Digest
+	r.report.TargetImage = tref.String()
+	r.report.Origin = originFor(tref, r.opts.Fetch.EnforceSigPolicy)
+	r.report.Deployment = strings.TrimPrefix(deps[0], t.physRoot)
+	r.report.Stateroot = filepath.Base(filepath.Dir(filepath.Dir(deps[0])))
+	r.report.Commit = strings.TrimSuffix(filepath.Base(deps[0]), ".0")
+	r.report.RootUUID = t.rootUUID
+	r.warn("resolve", "the target already holds this image's installation; only finalizing it again")
 	return nil
 }
