@@ -114,6 +114,11 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		if err := clearPartialDeploy(t.physRoot); err != nil {
 			return err
 		}
+		// The commit consumes the staged tree: from here on a re-run must
+		// assemble it again.
+		if err := j.unmark("assemble"); err != nil {
+			return err
+		}
 		d, err = r.deploy(ctx, em, t, im, stage, plan)
 		if err != nil {
 			return err

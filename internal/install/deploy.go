@@ -77,7 +77,17 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 	phys := t.physRoot
 	sysStage := filepath.Join(sysrootMount, strings.TrimPrefix(stage, phys))
 	repo := sysrootMount + "/ostree/repo"
-	run := func(args ...string) ([]byte, error) { return imageTool(ctx, stage, phys, false, args...) }
+	// The image's ostree runs from a hard-link view of the stage, so that
+	// the commit can consume (move, not copy) the staged files.
+	tools := filepath.Join(phys, workDirName, "tools")
+	if err := os.RemoveAll(tools); err != nil {
+		return nil, err
+	}
+	if err := linkFarm(stage, tools); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tools)
+	run := func(args ...string) ([]byte, error) { return imageTool(ctx, tools, phys, false, args...) }
 
 	if _, err := os.Stat(filepath.Join(phys, "ostree/repo/config")); os.IsNotExist(err) {
 		em.Info("initializing ostree repository")
@@ -98,7 +108,7 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 
 	em.Info("committing the image tree")
 	commitArgs := []string{"ostree", "--repo=" + repo, "commit", "--branch=" + ostreeRef,
-		"--tree=dir=" + sysStage, "--no-bindings", "--fsync=false",
+		"--tree=dir=" + sysStage, "--consume", "--no-bindings", "--fsync=false",
 		"--subject=" + im.Source.String(),
 		"--add-metadata-string=ostree.manifest-digest=" + im.ManifestDigest.String(),
 		"--add-metadata-string=ostree.manifest=" + string(im.Manifest),
