@@ -10,7 +10,7 @@ SUITE ?= bookworm
 FIRMWARE ?= uefi
 DISK ?= /var/tmp/bootlace-demo.raw
 
-.PHONY: all build deps test unit lint fixtures demo registry boot bench clean
+.PHONY: all build deps test unit lint fixtures demo registry boot bench docs clean
 
 all: build
 
@@ -53,6 +53,14 @@ boot: build
 
 bench: deps build
 	scripts/bench.sh
+
+# Man pages and shell completions, generated from the CLI and committed.
+docs: build
+	rm -rf docs/man && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) bin/bootlace man docs/man
+	mkdir -p completions
+	bin/bootlace completion bash > completions/bootlace.bash
+	bin/bootlace completion zsh > completions/_bootlace
+	bin/bootlace completion fish > completions/bootlace.fish
 
 clean:
 	rm -rf bin

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/event"
@@ -19,6 +21,7 @@ import (
 	"github.com/bootlace/bootlace/internal/install"
 	"github.com/bootlace/bootlace/internal/progress"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // Version is set at build time.
@@ -35,6 +38,7 @@ type common struct {
 	progress                                               string
 	progressFD                                             int
 	jsonReport, verbose, quiet, dryRun                     bool
+	sess                                                   *session
 }
 
 func (c *common) register(cmd *cobra.Command) {
@@ -56,16 +60,28 @@ func (c *common) register(cmd *cobra.Command) {
 	f.BoolVar(&c.tlsVerify, "tls-verify", true, "verify registry TLS certificates")
 	f.StringVar(&c.sigPolicy, "signature-policy", "", "signature policy file (default /etc/containers/policy.json)")
 	f.BoolVar(&c.enforceSigPolicy, "enforce-container-sigpolicy", false, "refuse an accept-anything signature policy and record a signed origin")
-	f.StringVar(&c.progress, "progress", "auto", "progress output: auto, plain, json or none")
-	f.IntVar(&c.progressFD, "progress-fd", 0, "write JSON-lines progress to this file descriptor")
-	f.BoolVar(&c.jsonReport, "json", false, "print a JSON report on stdout when done")
+	f.StringVar(&c.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, plain lines otherwise), plain, json (JSON lines, docs/progress.md) or none")
+	f.IntVar(&c.progressFD, "progress-fd", 0, "also write JSON-lines progress events to this open file descriptor (e.g. 3 with 3>events.jsonl)")
+	f.BoolVar(&c.jsonReport, "json", false, "print the install report as JSON on stdout when done (fields in docs/progress.md)")
 	f.BoolVar(&c.dryRun, "dry-run", false, "fetch and inspect, print the install plan as JSON, and write nothing to the target")
-	f.BoolVarP(&c.verbose, "verbose", "v", false, "print more detail")
-	f.BoolVarP(&c.quiet, "quiet", "q", false, "print only warnings and errors")
+	f.BoolVarP(&c.verbose, "verbose", "v", false, "print more detail: every progress step, the phases' messages and timings")
+	f.BoolVarP(&c.quiet, "quiet", "q", false, "print only warnings and errors (no bars, no summary)")
+	for name, values := range map[string][]string{
+		"progress":     {"auto", "plain", "json", "none"},
+		"bootloader":   {"auto", "grub", "none"},
+		"bound-images": {"stored", "pull", "skip"},
+	} {
+		_ = cmd.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
+	}
 }
 
 func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 	var o install.Options
+	// The sinks come first so that usage errors below reach them too.
+	sink, err := c.sink(cmd.ErrOrStderr())
+	if err != nil {
+		return o, err
+	}
 	if c.sourceImgref == "" {
 		return o, errs.New(errs.Usage, "choosing the image to install", "", errors.New("no --source-imgref given"),
 			"pass --source-imgref TRANSPORT:NAME, e.g. --source-imgref docker://quay.io/example/os:latest or --source-imgref oci-archive:/path/image.tar")
@@ -97,41 +113,106 @@ func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 		v := c.tlsVerify
 		o.Fetch.TLSVerify = &v
 	}
-	sink, err := c.sink(cmd.ErrOrStderr())
-	if err != nil {
-		return o, err
-	}
 	o.Events = sink
 	return o, nil
 }
 
+// session is what one command line run shares between its command and
+// Execute: the progress sinks, so that a failure reaches them as an error
+// event before the process exits.
+type session struct {
+	mu sync.Mutex
+	// phase is the phase running now, named in the error event.
+	phase string
+	sinks event.Multi
+	// bars is set when the terminal sink draws, which prints the summary itself.
+	bars bool
+	// stderrJSON is set when stderr carries JSON lines, which must not be
+	// interleaved with text.
+	stderrJSON bool
+}
+
+// track follows phase boundaries so a failure can name its phase.
+func (s *session) track(e event.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch e.Type {
+	case event.PhaseStart:
+		s.phase = e.Phase
+	case event.PhaseEnd:
+		s.phase = ""
+	}
+}
+
+func (s *session) emit(e event.Event) {
+	s.mu.Lock()
+	if e.Phase == "" {
+		e.Phase = s.phase
+	}
+	s.mu.Unlock()
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	s.sinks.Emit(e)
+}
+
+// close stops the sinks that draw (the terminal bars); it is idempotent.
+func (s *session) close() {
+	for _, sk := range s.sinks {
+		if c, ok := sk.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
+	s.sinks = nil
+}
+
+// sink builds the progress sinks the flags ask for and records them in the
+// session. --progress auto draws bars when stderr is a terminal and prints
+// plain lines otherwise; -q keeps only warnings.
 func (c *common) sink(stderr io.Writer) (event.Sink, error) {
 	var sinks event.Multi
+	level := progress.Normal
+	switch {
+	case c.quiet:
+		level = progress.Quiet
+	case c.verbose:
+		level = progress.Verbose
+	}
 	switch c.progress {
-	case "auto", "plain":
-		if !c.quiet {
-			sinks = append(sinks, progress.NewLines(stderr, c.verbose))
+	case "auto":
+		if f, ok := stderr.(*os.File); ok && !c.quiet && progress.CanDrawBars(f) {
+			sinks = append(sinks, progress.NewBars(f, c.verbose))
+			c.sess.bars = true
+		} else {
+			sinks = append(sinks, progress.NewLines(stderr, level))
 		}
+	case "plain":
+		sinks = append(sinks, progress.NewLines(stderr, level))
 	case "json":
 		sinks = append(sinks, progress.NewJSON(stderr))
+		c.sess.stderrJSON = true
 	case "none":
 	default:
 		return nil, errs.New(errs.Usage, "parsing --progress", "", fmt.Errorf("unknown mode %q", c.progress), "use auto, plain, json or none")
 	}
 	if c.progressFD > 0 {
-		f := os.NewFile(uintptr(c.progressFD), "progress-fd")
-		if f == nil {
-			return nil, errs.New(errs.Usage, "opening --progress-fd", strconv.Itoa(c.progressFD), errors.New("not an open file descriptor"), "")
+		// os.NewFile accepts any number; ask the kernel whether it is open.
+		if _, err := unix.FcntlInt(uintptr(c.progressFD), unix.F_GETFD, 0); err != nil {
+			return nil, errs.New(errs.Usage, "opening --progress-fd", strconv.Itoa(c.progressFD), fmt.Errorf("not an open file descriptor: %w", err),
+				"open the descriptor for writing before starting bootlace, e.g. --progress-fd 3 3>progress.jsonl")
 		}
-		sinks = append(sinks, progress.NewJSON(f))
+		sinks = append(sinks, progress.NewJSON(os.NewFile(uintptr(c.progressFD), "progress-fd")))
+	} else if c.progressFD < 0 {
+		return nil, errs.New(errs.Usage, "parsing --progress-fd", strconv.Itoa(c.progressFD), errors.New("negative file descriptor"), "")
 	}
-	return sinks, nil
+	c.sess.sinks = sinks
+	return append(event.Multi{event.Func(c.sess.track)}, sinks...), nil
 }
 
 // finish prints the report and emits the result event.
 func (c *common) finish(cmd *cobra.Command, o install.Options, rep *install.Report) error {
 	if o.Events != nil {
-		o.Events.Emit(event.Event{Type: event.Result, Data: rep})
+		o.Events.Emit(event.Event{Type: event.Result, Time: time.Now(), Data: rep})
 	}
 	if c.dryRun {
 		enc := json.NewEncoder(cmd.OutOrStdout())
@@ -143,20 +224,29 @@ func (c *common) finish(cmd *cobra.Command, o install.Options, rep *install.Repo
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
+	// The bars already ended with the summary; repeat it on stdout only
+	// when stdout goes elsewhere (a file, a pipe).
+	if f, ok := cmd.OutOrStdout().(*os.File); ok && c.sess.bars && progress.IsTerminal(f) {
+		return nil
+	}
 	if !c.quiet {
 		fmt.Fprintf(cmd.OutOrStdout(), "Installed %s (%s)\n  deployment: %s\n  kernel arguments: %s\n", rep.Image, rep.ManifestDigest, rep.Deployment, strings.Join(rep.Kargs, " "))
 	}
 	return nil
 }
 
-// Execute runs the command line and returns the process exit code.
+// Execute runs the command line and returns the process exit code. A
+// failure is reported to the progress sinks as an error event (with the
+// exit code and the stable code string) before it is printed.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot()
+	sess := &session{}
+	root := newRoot(sess)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
+		sess.close()
 		return 0
 	}
 	kind := errs.KindOf(err)
@@ -167,7 +257,11 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !errors.As(err, &e) && isUsageError(err) {
 		kind = errs.Usage
 	}
-	fmt.Fprintf(stderr, "error: %v\n", err)
+	sess.emit(event.Event{Type: event.ErrorEv, Msg: err.Error(), Code: kind.String(), ExitCode: kind.ExitCode(), Hint: errs.HintOf(err)})
+	sess.close()
+	if !sess.stderrJSON {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+	}
 	return kind.ExitCode()
 }
 

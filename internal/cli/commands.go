@@ -10,14 +10,22 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newRoot() *cobra.Command {
+func newRoot(sess *session) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "bootlace",
 		Short: "Install bootable container images onto disks and filesystems",
 		Long: `bootlace installs bootable container images (OCI images that carry a whole OS, as
 built for bootc) as standard ostree deployments. It fetches the image itself, from any
 containers/image transport, and runs the image's own tools for the target's work, so it
-behaves the same on a plain host as inside the image's container.`,
+behaves the same on a plain host as inside the image's container.
+
+Progress goes to stderr: bars on a terminal, plain lines otherwise, JSON lines with
+--progress json or --progress-fd N (docs/progress.md). Exit codes: 0 success,
+1 internal error, 2 usage, 3 image not installable, 4 target unusable,
+5 fetch/auth/signature failure, 130 interrupted.`,
+		Example: `  bootlace install to-disk --wipe --source-imgref docker://quay.io/example/os:latest /dev/vdb
+  bootlace install to-disk --via-loopback --source-imgref oci-archive:os.tar disk.raw
+  bootlace install print-configuration --source-imgref oci-archive:os.tar --all`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
@@ -25,9 +33,20 @@ behaves the same on a plain host as inside the image's container.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return errs.New(errs.Usage, "", "", err, "see '"+c.CommandPath()+" --help'")
 	})
-	inst := &cobra.Command{Use: "install", Short: "Install an image (to-disk, to-filesystem, print-configuration)"}
-	inst.AddCommand(newToDisk(), newToFilesystem(), newPrintConfiguration())
-	root.AddCommand(inst)
+	inst := &cobra.Command{
+		Use:   "install",
+		Short: "Install an image (to-disk, to-filesystem, print-configuration)",
+		Long: `Install a bootable container image as an ostree deployment: onto a whole disk or a
+disk image file (to-disk), or onto filesystems already mounted (to-filesystem).
+print-configuration shows what the image asks for without installing.`,
+		Example: `  bootlace install to-disk --wipe --source-imgref docker://quay.io/example/os:latest /dev/vdb
+  bootlace install to-filesystem --source-imgref oci-archive:/media/os.tar /mnt
+  bootlace install to-disk --dry-run --source-imgref docker://quay.io/example/os:latest /dev/vdb`,
+		Args: exactArgs(0, "a verb (to-disk, to-filesystem or print-configuration)"),
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	inst.AddCommand(newToDisk(sess), newToFilesystem(sess), newPrintConfiguration(sess))
+	root.AddCommand(inst, newMan())
 	return root
 }
 
@@ -41,8 +60,8 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 	}
 }
 
-func newToDisk() *cobra.Command {
-	var c common
+func newToDisk(sess *session) *cobra.Command {
+	c := common{sess: sess}
 	var d install.DiskOptions
 	var rootSize string
 	cmd := &cobra.Command{
@@ -51,9 +70,16 @@ func newToDisk() *cobra.Command {
 		Long: `Partition DEVICE with GPT (BIOS boot, EFI system, /boot and root partitions), make the
 filesystems with the image's own mkfs, install the image and its boot loader.
 With --via-loopback, DEVICE is a disk image file.`,
-		Example: `  bootlace install to-disk --wipe --source-imgref docker://quay.io/example/os:latest /dev/vdb
+		Example: `  # A disk, from a registry
+  bootlace install to-disk --wipe --source-imgref docker://quay.io/example/os:latest /dev/vdb
+
+  # A disk image for a VM, air-gapped from an OCI archive, recording the registry name for updates
   truncate -s 10G disk.raw
-  bootlace install to-disk --via-loopback --source-imgref oci-archive:os.tar disk.raw`,
+  bootlace install to-disk --via-loopback --source-imgref oci-archive:os.tar \
+      --target-imgref quay.io/example/os:latest disk.raw
+
+  # Machine-readable progress on fd 3 and a JSON report on stdout
+  bootlace install to-disk --progress-fd 3 --json --source-imgref oci:/srv/os /dev/vdb 3>progress.jsonl`,
 		Args: exactArgs(1, "one DEVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := c.options(cmd)
@@ -89,12 +115,14 @@ With --via-loopback, DEVICE is a disk image file.`,
 	f.StringVar(&d.Filesystem, "filesystem", "", "root filesystem: ext4, xfs or btrfs (default: the image's install config)")
 	f.StringVar(&rootSize, "root-size", "", "size of the root partition (default: the rest of the disk)")
 	f.BoolVar(&d.ViaLoopback, "via-loopback", false, "DEVICE is a disk image file, attached through a loop device")
-	f.StringVar(&d.BlockSetup, "block-setup", "direct", "block setup: direct")
+	f.StringVar(&d.BlockSetup, "block-setup", "direct", "block setup: direct (tpm2-luks is not implemented yet)")
+	_ = cmd.RegisterFlagCompletionFunc("filesystem", cobra.FixedCompletions([]string{"ext4", "xfs", "btrfs"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("block-setup", cobra.FixedCompletions([]string{"direct"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-func newToFilesystem() *cobra.Command {
-	var c common
+func newToFilesystem(sess *session) *cobra.Command {
+	c := common{sess: sess}
 	var fo install.FSOptions
 	var rootSpec, bootSpec string
 	cmd := &cobra.Command{
@@ -103,8 +131,14 @@ func newToFilesystem() *cobra.Command {
 		Long: `Install onto the filesystem mounted at ROOT (ext4, xfs or btrfs), with /boot either a
 directory in it or a separate filesystem mounted at ROOT/boot. The ESP and BIOS boot
 partition, when the disk under ROOT has them, receive the boot loader.`,
-		Example: `  mount /dev/vdb4 /mnt && mount /dev/vdb3 /mnt/boot
-  bootlace install to-filesystem --source-imgref docker://quay.io/example/os:latest /mnt`,
+		Example: `  # Filesystems an installer prepared (Anaconda style): root on /mnt, /boot on /mnt/boot
+  mount /dev/vdb4 /mnt && mount /dev/vdb3 /mnt/boot
+  bootlace install to-filesystem --source-imgref docker://quay.io/example/os:latest /mnt
+
+  # Inside the image's own container, with the host's disk mounted at /target
+  podman run --privileged --pid=host -v /target:/target -v /dev:/dev \
+      -v /usr/local/bin/bootlace:/usr/bin/bootlace:ro quay.io/example/os:latest \
+      bootlace install to-filesystem --source-imgref docker://quay.io/example/os:latest /target`,
 		Args: exactArgs(1, "one ROOT directory"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o, err := c.options(cmd)

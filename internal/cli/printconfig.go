@@ -8,8 +8,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newPrintConfiguration() *cobra.Command {
-	var c common
+func newPrintConfiguration(sess *session) *cobra.Command {
+	c := common{sess: sess}
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "print-configuration",

@@ -36,6 +36,8 @@ type Event struct {
 	// Error fields, for ErrorEv.
 	Code     string `json:"code,omitempty"`
 	ExitCode int    `json:"exit-code,omitempty"`
+	// Hint says what the user can do about the error.
+	Hint string `json:"hint,omitempty"`
 	// Data carries the final report (Result) or phase details.
 	Data any `json:"data,omitempty"`
 }
