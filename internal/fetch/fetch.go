@@ -2,9 +2,32 @@
 // containers/image into a blob store on the target filesystem. Every blob is
 // hashed while it streams and lands under its digest only when the digest
 // matches, so a re-run reuses what an earlier run verified.
+//
+// Registry faults: every request is retried with exponential backoff
+// (Options.Retries, RetryBackoff) while its failure is transient: 5xx, 408,
+// 429, reset or refused connections, unexpected EOF, timeouts, and stalls
+// (no byte for Options.StallTimeout, watched per attempt). Authentication,
+// "not found", signature and malformed-image errors fail at once. The retry
+// budget counts consecutive attempts without progress, so a blob that keeps
+// moving forward is never given up on; the final error is an errs.Fetch
+// naming the blob and the image.
+//
+// Resume: a blob is written once, to one partial file whose hash state lives
+// in memory; an attempt after a failure continues at the bytes already
+// written. containers/image's docker source already reconnects with a Range
+// request for some mid-body failures on its own; when it gives up, fetch
+// asks the source for the rest of the blob through its byte-range read
+// (GetBlobAt, reached as described at getBlobFrom). Only when the source has
+// no range read (local oci, oci-archive, containers-storage) is the blob read
+// again from the start with the delivered prefix skipped, which costs the prefix's
+// bandwidth again but never rewrites or re-trusts it: the digest still
+// covers every byte. Partial files do not survive the process; a re-run
+// reuses only complete, verified blobs, so nothing unverified is ever
+// trusted across runs.
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -24,7 +47,6 @@ import (
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/image"
 	"go.podman.io/image/v5/manifest"
-	"go.podman.io/image/v5/pkg/blobinfocache/memory"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/transports/alltransports"
 	"go.podman.io/image/v5/types"
@@ -46,11 +68,22 @@ type Options struct {
 	SignaturePolicy string
 	// EnforceSigPolicy refuses a policy whose default is insecureAcceptAnything.
 	EnforceSigPolicy bool
+	// RegistriesDir is a registries.d directory (lookaside and
+	// use-sigstore-attachments settings for signatures); empty means the
+	// host's /etc/containers/registries.d.
+	RegistriesDir string
 	// Parallel bounds concurrent blob downloads (default 3).
 	Parallel int
-	// Retries is how many times a failing blob download is retried (default 3).
+	// Retries is how many consecutive failed attempts without progress are
+	// retried for each request (default DefaultRetries).
 	Retries int
-	Events  event.Sink
+	// RetryBackoff is the first wait before a retry; it doubles up to 30 s
+	// (default DefaultBackoff).
+	RetryBackoff time.Duration
+	// StallTimeout aborts and retries an attempt that received nothing for
+	// this long (default DefaultStallTimeout).
+	StallTimeout time.Duration
+	Events       event.Sink
 }
 
 // Layer is one layer blob as the manifest lists it, with its diff ID.
@@ -78,10 +111,11 @@ type Image struct {
 // containers/image's blob-info cache off the host's /var/lib/containers.
 func SystemContext(opts Options, cacheDir string) (*types.SystemContext, error) {
 	sys := &types.SystemContext{
-		AuthFilePath:     opts.AuthFile,
-		DockerCertPath:   opts.CertDir,
-		BlobInfoCacheDir: cacheDir,
-		OCICertPath:      opts.CertDir,
+		AuthFilePath:      opts.AuthFile,
+		DockerCertPath:    opts.CertDir,
+		BlobInfoCacheDir:  cacheDir,
+		OCICertPath:       opts.CertDir,
+		RegistriesDirPath: opts.RegistriesDir,
 	}
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)
@@ -181,9 +215,15 @@ func Open(ctx context.Context, src imgref.Ref, cacheDir string, opts Options) (_
 		em.Warn(warn)
 	}
 
-	isrc, err := ref.NewImageSource(ctx, sys)
+	name := src.String()
+	var isrc types.ImageSource
+	// NewImageSource keeps no context, so its attempts may have deadlines.
+	err = withRetry(ctx, opts, em, "image "+name, func(actx context.Context) (err error) {
+		isrc, err = ref.NewImageSource(actx, sys)
+		return err
+	})
 	if err != nil {
-		return nil, errs.New(errs.Fetch, "opening image", src.String(), err, fetchHint(src))
+		return nil, fetchErr("opening image", name, err, src)
 	}
 	defer func() {
 		if retErr != nil {
@@ -192,40 +232,55 @@ func Open(ctx context.Context, src imgref.Ref, cacheDir string, opts Options) (_
 	}()
 
 	top := image.UnparsedInstance(isrc, nil)
-	topManifest, topType, err := top.Manifest(ctx)
+	var topManifest []byte
+	var topType string
+	err = withRetry(ctx, opts, em, "the manifest of "+name, func(actx context.Context) (err error) {
+		topManifest, topType, err = top.Manifest(actx)
+		return err
+	})
 	if err != nil {
-		return nil, errs.New(errs.Fetch, "reading manifest of", src.String(), err, fetchHint(src))
+		return nil, fetchErr("reading manifest of", name, err, src)
 	}
+	// Not retried: a rejection is final, and a signature that cannot be
+	// fetched must not turn into an accepted image.
 	if ok, err := pc.IsRunningImageAllowed(ctx, top); !ok || err != nil {
-		return nil, errs.New(errs.Fetch, "verifying signatures of", src.String(), err, "the signature policy rejects this image; sign it or adjust --signature-policy")
+		return nil, errs.New(errs.Fetch, "verifying signatures of", name, err, "the signature policy rejects this image; sign it or adjust --signature-policy")
 	}
 	unparsed := top
 	manBytes, manType := topManifest, topType
 	if manifest.MIMETypeIsMultiImage(topType) {
 		list, err := manifest.ListFromBlob(topManifest, topType)
 		if err != nil {
-			return nil, errs.New(errs.Image, "parsing manifest list of", src.String(), err, "")
+			return nil, errs.New(errs.Image, "parsing manifest list of", name, err, "")
 		}
 		inst, err := list.ChooseInstance(sys)
 		if err != nil {
-			return nil, errs.New(errs.Image, "choosing the image for this machine from", src.String(), err, "the image has no variant for this architecture")
+			return nil, errs.New(errs.Image, "choosing the image for this machine from", name, err, "the image has no variant for this architecture")
 		}
 		unparsed = image.UnparsedInstance(isrc, &inst)
-		if manBytes, manType, err = unparsed.Manifest(ctx); err != nil {
-			return nil, errs.New(errs.Fetch, "reading manifest of", src.String(), err, fetchHint(src))
+		err = withRetry(ctx, opts, em, "the manifest of "+name, func(actx context.Context) (err error) {
+			manBytes, manType, err = unparsed.Manifest(actx)
+			return err
+		})
+		if err != nil {
+			return nil, fetchErr("reading manifest of", name, err, src)
 		}
 	}
 	img, err := image.FromUnparsedImage(ctx, sys, unparsed)
 	if err != nil {
-		return nil, errs.New(errs.Image, "parsing image", src.String(), err, "")
+		return nil, errs.New(errs.Image, "parsing image", name, err, "")
 	}
 	mdigest, err := manifest.Digest(manBytes)
 	if err != nil {
-		return nil, errs.New(errs.Image, "hashing manifest of", src.String(), err, "")
+		return nil, errs.New(errs.Image, "hashing manifest of", name, err, "")
 	}
-	configJSON, err := img.ConfigBlob(ctx)
+	var configJSON []byte
+	err = withRetry(ctx, opts, em, "the config of "+name, func(actx context.Context) (err error) {
+		configJSON, err = img.ConfigBlob(actx)
+		return err
+	})
 	if err != nil {
-		return nil, errs.New(errs.Fetch, "fetching config of", src.String(), err, fetchHint(src))
+		return nil, blobErr(err, img.ConfigInfo().Digest, src)
 	}
 	var cfg imgspecv1.Image
 	if err := json.Unmarshal(configJSON, &cfg); err != nil {
@@ -233,7 +288,7 @@ func Open(ctx context.Context, src imgref.Ref, cacheDir string, opts Options) (_
 	}
 	infos, err := img.LayerInfosForCopy(ctx)
 	if err != nil {
-		return nil, errs.New(errs.Fetch, "listing layers of", src.String(), err, "")
+		return nil, fetchErr("listing layers of", name, err, src)
 	}
 	if infos == nil {
 		infos = img.LayerInfos()
@@ -267,7 +322,7 @@ func (s *Source) Download(ctx context.Context, store *Store) (*Image, error) {
 	g.SetLimit(par)
 	for _, l := range s.Image.Layers {
 		info := types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}
-		g.Go(func() error { return fetchBlob(gctx, s.isrc, info, store, s.opts, s.em) })
+		g.Go(func() error { return fetchBlob(gctx, s.isrc, s.Image.Source, info, store, s.opts, s.em) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
@@ -284,11 +339,37 @@ func (s *Source) Download(ctx context.Context, store *Store) (*Image, error) {
 // it. The reader fails at EOF when the content does not match the digest,
 // so callers must not trust what they read before that.
 func (s *Source) Stream(ctx context.Context, l Layer) (io.ReadCloser, error) {
-	rc, _, err := s.isrc.GetBlob(ctx, types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}, memory.New())
-	if err != nil {
-		return nil, errs.New(errs.Fetch, "fetching blob", l.Digest.String(), err, fetchHint(s.Image.Source))
+	info := types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}
+	br := newBlobReader(ctx, s.isrc, info, s.opts, s.em)
+	// Fail here, not at the first Read, when the source cannot serve the blob.
+	var first [1]byte
+	n, err := io.ReadFull(br, first[:])
+	if err != nil && !(l.Size == 0 && err == io.EOF) {
+		br.Close()
+		return nil, blobErr(err, l.Digest, s.Image.Source)
 	}
-	return &verifyingReader{rc: rc, h: sha256.New(), want: l.Digest}, nil
+	rest := &blobErrReader{r: br, d: l.Digest, src: s.Image.Source}
+	return &verifyingReader{rc: readCloser{io.MultiReader(bytes.NewReader(first[:n]), rest), br}, h: sha256.New(), want: l.Digest}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// blobErrReader classifies a read failure as a fetch error naming the blob.
+type blobErrReader struct {
+	r   io.Reader
+	d   digest.Digest
+	src imgref.Ref
+}
+
+func (b *blobErrReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = blobErr(err, b.d, b.src)
+	}
+	return n, err
 }
 
 type verifyingReader struct {
@@ -331,55 +412,51 @@ func fetchHint(src imgref.Ref) string {
 	}
 }
 
-// fetchBlob downloads one blob into the store unless it is already there,
-// retrying transient failures with backoff.
-func fetchBlob(ctx context.Context, isrc types.ImageSource, info types.BlobInfo, store *Store, opts Options, em event.Emitter) error {
+// fetchErr classifies a failed request for something other than a blob.
+func fetchErr(op, name string, err error, src imgref.Ref) error {
+	if k := errs.KindOf(err); k == errs.Image || k == errs.Usage || k == errs.Fetch {
+		return err
+	}
+	hint := fetchHint(src)
+	if transient(err) {
+		hint = "the registry kept failing: check the network and the registry, then run the same command again"
+	}
+	return errs.New(errs.Fetch, op, name, err, hint)
+}
+
+// blobErr is the final error for a blob that could not be fetched.
+func blobErr(err error, d digest.Digest, src imgref.Ref) error {
+	if k := errs.KindOf(err); k == errs.Image || k == errs.Usage || k == errs.Fetch {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	hint := fetchHint(src)
+	if transient(err) {
+		hint = "the registry kept failing: check the network and the registry, then run the same command again (blobs already verified are reused)"
+	}
+	return errs.New(errs.Fetch, "fetching blob", d.String(), fmt.Errorf("from %s: %w", src.String(), err), hint)
+}
+
+// fetchBlob downloads one blob into the store unless it is already there.
+// Transient failures are retried inside the blob reader, which continues
+// where the partial file ends.
+func fetchBlob(ctx context.Context, isrc types.ImageSource, src imgref.Ref, info types.BlobInfo, store *Store, opts Options, em event.Emitter) error {
 	if store.Has(info.Digest) {
 		em.Progress(info.Digest.String(), info.Size, info.Size)
 		return nil
-	}
-	retries := opts.Retries
-	if retries <= 0 {
-		retries = 3
-	}
-	var err error
-	backoff := 500 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		err = downloadOnce(ctx, isrc, info, store, em)
-		if err == nil || ctx.Err() != nil || attempt >= retries || errs.KindOf(err) == errs.Image {
-			break
-		}
-		em.Warn(fmt.Sprintf("fetching %s failed (%v); retrying in %s", info.Digest, err, backoff))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff *= 2
-	}
-	if err != nil && errs.KindOf(err) == errs.Internal {
-		return errs.New(errs.Fetch, "fetching blob", info.Digest.String(), err, "check the network and the registry; a re-run reuses blobs already fetched")
-	}
-	return err
-}
-
-func downloadOnce(ctx context.Context, isrc types.ImageSource, info types.BlobInfo, store *Store, em event.Emitter) error {
-	rc, size, err := isrc.GetBlob(ctx, info, memory.New())
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	if info.Size <= 0 {
-		info.Size = size
 	}
 	w, err := store.Create(info.Digest)
 	if err != nil {
 		return err
 	}
 	defer w.Abort()
-	pr := &progressReader{r: rc, em: em, item: info.Digest.String(), total: info.Size}
+	br := newBlobReader(ctx, isrc, info, opts, em)
+	defer br.Close()
+	pr := &progressReader{r: br, em: em, item: info.Digest.String(), total: info.Size}
 	if _, err := io.Copy(w, pr); err != nil {
-		return err
+		return blobErr(err, info.Digest, src)
 	}
 	em.Progress(info.Digest.String(), pr.done, info.Size)
 	if info.Size > 0 && pr.done != info.Size {

@@ -21,8 +21,18 @@ import (
 // writeLayout writes a one-layer OCI image layout with the given labels.
 func writeLayout(t *testing.T, labels map[string]string) (dir string, layerDigest digest.Digest) {
 	t.Helper()
+	return writeLayoutWith(t, labels, "")
+}
+
+// writeLayoutWith adds a file with payload to the layer when it is not empty.
+func writeLayoutWith(t *testing.T, labels map[string]string, payload string) (dir string, layerDigest digest.Digest) {
+	t.Helper()
 	dir = t.TempDir()
-	raw := layertest.MustTar(t, layertest.File("./usr/lib/os-release", "ID=test\n"))
+	entries := []layertest.Entry{layertest.File("./usr/lib/os-release", "ID=test\n")}
+	if payload != "" {
+		entries = append(entries, layertest.File("./usr/share/payload", payload))
+	}
+	raw := layertest.MustTar(t, entries...)
 	gz, err := layertest.Gzip(raw)
 	if err != nil {
 		t.Fatal(err)
