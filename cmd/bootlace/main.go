@@ -11,6 +11,7 @@ import (
 	"github.com/bootlace/bootlace/internal/cli"
 	"github.com/bootlace/bootlace/internal/privatens"
 	"github.com/bootlace/bootlace/internal/sandbox"
+	"github.com/sirupsen/logrus"
 	"go.podman.io/storage/pkg/reexec"
 )
 
@@ -31,6 +32,9 @@ func main() {
 	if reexeced {
 		os.Exit(code)
 	}
+	// containers/image logs retries and reconnects at info level; bootlace
+	// reports what matters through its own events.
+	logrus.SetLevel(logrus.WarnLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code = cli.Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -33,7 +33,7 @@ type common struct {
 	kargs, kargDeletes                                     []string
 	disableSELinux, genericImage                           bool
 	bootloader, rootSSHKeys, boundImages                   string
-	authfile, certDir, creds, sigPolicy                    string
+	authfile, certDir, creds, sigPolicy, registriesDir     string
 	tlsVerify, enforceSigPolicy                            bool
 	progress                                               string
 	progressFD                                             int
@@ -58,6 +58,7 @@ func (c *common) register(cmd *cobra.Command) {
 	f.StringVar(&c.certDir, "cert-dir", "", "directory of CA certificates (*.crt) for registries")
 	f.StringVar(&c.creds, "creds", "", "registry credentials USER[:PASSWORD]")
 	f.BoolVar(&c.tlsVerify, "tls-verify", true, "verify registry TLS certificates")
+	f.StringVar(&c.registriesDir, "registries-dir", "", "registries.d directory for signature lookaside and sigstore attachments (default: the host's)")
 	f.StringVar(&c.sigPolicy, "signature-policy", "", "signature policy file (default /etc/containers/policy.json)")
 	f.BoolVar(&c.enforceSigPolicy, "enforce-container-sigpolicy", false, "refuse an accept-anything signature policy and record a signed origin")
 	f.StringVar(&c.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, plain lines otherwise), plain, json (JSON lines, docs/progress.md) or none")
@@ -107,7 +108,7 @@ func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 	o = install.Options{Source: src, TargetImgref: c.targetImgref, TargetTransport: tt, Stateroot: c.stateroot,
 		Kargs: c.kargs, KargDeletes: c.kargDeletes, DisableSELinux: c.disableSELinux, GenericImage: c.genericImage,
 		Bootloader: c.bootloader, RootSSHKeysFile: c.rootSSHKeys, DryRun: c.dryRun,
-		Fetch: fetch.Options{AuthFile: c.authfile, CertDir: c.certDir, Creds: c.creds, SignaturePolicy: c.sigPolicy,
+		Fetch: fetch.Options{AuthFile: c.authfile, CertDir: c.certDir, Creds: c.creds, SignaturePolicy: c.sigPolicy, RegistriesDir: c.registriesDir,
 			EnforceSigPolicy: c.enforceSigPolicy}}
 	if cmd.Flags().Changed("tls-verify") {
 		v := c.tlsVerify

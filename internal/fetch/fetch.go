@@ -12,18 +12,20 @@
 // moving forward is never given up on; the final error is an errs.Fetch
 // naming the blob and the image.
 //
-// Resume: a blob is written once, to one partial file whose hash state lives
-// in memory; an attempt after a failure continues at the bytes already
-// written. containers/image's docker source already reconnects with a Range
-// request for some mid-body failures on its own; when it gives up, fetch
-// asks the source for the rest of the blob through its byte-range read
-// (GetBlobAt, reached as described at getBlobFrom). Only when the source has
-// no range read (local oci, oci-archive, containers-storage) is the blob read
-// again from the start with the delivered prefix skipped, which costs the prefix's
-// bandwidth again but never rewrites or re-trusts it: the digest still
-// covers every byte. Partial files do not survive the process; a re-run
-// reuses only complete, verified blobs, so nothing unverified is ever
-// trusted across runs.
+// Resume: a blob is written to <digest>.partial in the store and only
+// renamed to its digest once the whole content hashes to it. An attempt after
+// a failure continues at the bytes already written. containers/image's docker
+// source reconnects with a Range request for some mid-body failures on its
+// own; when it gives up, fetch asks the source for the rest of the blob
+// through its byte-range read (GetBlobAt, reached as described at
+// getBlobFrom). Sources without a range read (local oci, oci-archive,
+// containers-storage) are read again from the start with the prefix
+// skipped: that costs reading the prefix again, never rewriting or trusting
+// it. A partial file outlives an interrupted or failed run, so a re-run
+// continues it too. Its bytes are then hashed again from disk rather than
+// restored from a saved hash state, because the digest must cover the bytes
+// actually stored; if the finished blob does not verify, the partial file is
+// deleted and the blob fetched once more from zero.
 package fetch
 
 import (
@@ -51,6 +53,7 @@ import (
 	"go.podman.io/image/v5/transports/alltransports"
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure registry access and trust, with the containers tools'
@@ -441,28 +444,61 @@ func blobErr(err error, d digest.Digest, src imgref.Ref) error {
 
 // fetchBlob downloads one blob into the store unless it is already there.
 // Transient failures are retried inside the blob reader, which continues
-// where the partial file ends.
+// where the partial file ends, including one an earlier run left.
 func fetchBlob(ctx context.Context, isrc types.ImageSource, src imgref.Ref, info types.BlobInfo, store *Store, opts Options, em event.Emitter) error {
 	if store.Has(info.Digest) {
 		em.Progress(info.Digest.String(), info.Size, info.Size)
 		return nil
 	}
-	w, err := store.Create(info.Digest)
+	err := fetchBlobOnce(ctx, isrc, src, info, store, opts, em, true)
+	if errors.Is(err, errStalePartial) {
+		// The partial file did not belong to this blob after all; its bytes
+		// are gone now, so this attempt starts from zero.
+		em.Warn(fmt.Sprintf("the partial download of %s from an earlier run did not verify; fetching it again", info.Digest))
+		err = fetchBlobOnce(ctx, isrc, src, info, store, opts, em, false)
+	}
+	return err
+}
+
+// errStalePartial marks a digest mismatch of a blob continued from an
+// earlier run's partial file.
+var errStalePartial = errors.New("stale partial blob")
+
+func fetchBlobOnce(ctx context.Context, isrc types.ImageSource, src imgref.Ref, info types.BlobInfo, store *Store, opts Options, em event.Emitter, reuse bool) error {
+	w, err := store.Resume(info.Digest)
 	if err != nil {
 		return err
 	}
 	defer w.Abort()
+	if !reuse || (info.Size > 0 && w.Offset() > info.Size) {
+		if err := w.Reset(); err != nil {
+			return err
+		}
+	}
+	resumed := w.Offset()
+	if resumed > 0 {
+		em.Info(fmt.Sprintf("continuing %s at byte %d of %d from an earlier run", info.Digest, resumed, info.Size))
+	}
 	br := newBlobReader(ctx, isrc, info, opts, em)
+	br.off = resumed
 	defer br.Close()
-	pr := &progressReader{r: br, em: em, item: info.Digest.String(), total: info.Size}
-	if _, err := io.Copy(w, pr); err != nil {
-		return blobErr(err, info.Digest, src)
+	pr := &progressReader{r: br, em: em, item: info.Digest.String(), total: info.Size, done: resumed}
+	if info.Size <= 0 || resumed < info.Size {
+		if _, err := io.Copy(w, pr); err != nil {
+			return blobErr(err, info.Digest, src)
+		}
 	}
 	em.Progress(info.Digest.String(), pr.done, info.Size)
 	if info.Size > 0 && pr.done != info.Size {
 		return errs.New(errs.Fetch, "verifying blob", info.Digest.String(), fmt.Errorf("got %d bytes, expected %d", pr.done, info.Size), "the source is corrupt or the transfer was cut")
 	}
-	return w.Commit()
+	if err := w.Commit(); err != nil {
+		if resumed > 0 && errs.KindOf(err) == errs.Fetch {
+			return fmt.Errorf("%w: %w", errStalePartial, err)
+		}
+		return err
+	}
+	return nil
 }
 
 type progressReader struct {
@@ -528,23 +564,32 @@ func (s *Store) Open(d digest.Digest) (*os.File, error) {
 	return f, nil
 }
 
-// BlobWriter writes a blob to a temporary file and moves it under its digest
+// BlobWriter writes a blob to a partial file and moves it under its digest
 // once the content hashes to it.
 type BlobWriter struct {
 	f      *os.File
 	h      hash.Hash
 	want   digest.Digest
 	final  string
+	off    int64 // bytes already in the file when the writer was made
+	keep   bool  // a resumable <digest>.partial: Abort keeps it for a re-run
 	closed bool
 }
 
-// Create starts writing blob d.
-func (s *Store) Create(d digest.Digest) (*BlobWriter, error) {
+func checkDigest(d digest.Digest) error {
 	if err := d.Validate(); err != nil {
-		return nil, errs.New(errs.Image, "checking blob digest", d.String(), err, "")
+		return errs.New(errs.Image, "checking blob digest", d.String(), err, "")
 	}
 	if d.Algorithm() != digest.SHA256 {
-		return nil, errs.New(errs.Image, "checking blob digest", d.String(), errors.New("only sha256 digests are supported"), "")
+		return errs.New(errs.Image, "checking blob digest", d.String(), errors.New("only sha256 digests are supported"), "")
+	}
+	return nil
+}
+
+// Create starts writing blob d to a private temporary file.
+func (s *Store) Create(d digest.Digest) (*BlobWriter, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
 	}
 	final := s.Path(d)
 	f, err := os.CreateTemp(filepath.Dir(final), d.Encoded()+".partial-*")
@@ -554,15 +599,64 @@ func (s *Store) Create(d digest.Digest) (*BlobWriter, error) {
 	return &BlobWriter{f: f, h: sha256.New(), want: d, final: final}, nil
 }
 
+// Resume starts writing blob d into <digest>.partial, continuing what an
+// interrupted run left there. Those bytes are hashed again from the file,
+// never taken on trust from saved state, and Commit still checks the whole
+// digest. When another writer holds the partial file (a layer listed twice),
+// Resume falls back to Create.
+func (s *Store) Resume(d digest.Digest) (*BlobWriter, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	final := s.Path(d)
+	p := final + ".partial"
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening partial blob %s: %w", p, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return s.Create(d)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reading partial blob %s: %w", p, err)
+	}
+	return &BlobWriter{f: f, h: h, want: d, final: final, off: n, keep: true}, nil
+}
+
+// Offset is how many bytes of the blob the writer already holds.
+func (w *BlobWriter) Offset() int64 { return w.off }
+
+// Reset drops the bytes written so far, for a partial file the source
+// disagrees with.
+func (w *BlobWriter) Reset() error {
+	if err := w.f.Truncate(0); err != nil {
+		return fmt.Errorf("truncating partial blob %s: %w", w.f.Name(), err)
+	}
+	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewinding partial blob %s: %w", w.f.Name(), err)
+	}
+	w.h.Reset()
+	w.off = 0
+	return nil
+}
+
 func (w *BlobWriter) Write(b []byte) (int, error) {
 	w.h.Write(b)
 	return w.f.Write(b)
 }
 
-// Commit verifies the digest and publishes the blob.
+// Commit verifies the digest and publishes the blob. On a mismatch the
+// partial content is deleted, so no re-run builds on it.
 func (w *BlobWriter) Commit() error {
 	got := digest.NewDigest(digest.SHA256, w.h)
 	if got != w.want {
+		w.closed = true
+		_ = w.f.Close()
+		_ = os.Remove(w.f.Name())
 		return errs.New(errs.Fetch, "verifying blob", w.want.String(), fmt.Errorf("content hashes to %s", got), "the source is corrupt or was tampered with")
 	}
 	if err := w.f.Close(); err != nil {
@@ -576,12 +670,19 @@ func (w *BlobWriter) Commit() error {
 	return nil
 }
 
-// Abort discards an uncommitted blob; it is a no-op after Commit.
+// Abort ends an uncommitted blob: a resumable partial file with data stays
+// for the next run, anything else is removed. It is a no-op after Commit.
 func (w *BlobWriter) Abort() {
 	if w.closed {
 		return
 	}
 	w.closed = true
+	if w.keep {
+		if fi, err := w.f.Stat(); err == nil && fi.Size() > 0 {
+			_ = w.f.Close()
+			return
+		}
+	}
 	_ = w.f.Close()
 	_ = os.Remove(w.f.Name())
 }
