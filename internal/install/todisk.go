@@ -34,6 +34,7 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 		disk  *blockdev.Disk
 		parts []blockdev.Partition
 		kver  string
+		claim *os.File
 	)
 	if err := r.phase(ctx, "resolve", func(em event.Emitter) error {
 		var err error
@@ -48,6 +49,12 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 		if err := blockdev.CheckUsable(disk, do.Wipe); err != nil {
 			return err
 		}
+		// Claim the disk while bootlace reads the image and decides the
+		// layout: nothing else may mount it or open it exclusively meanwhile.
+		if claim, err = blockdev.OpenExclusive(dev); err != nil {
+			return err
+		}
+		r.stack.Push("exclusive claim on "+dev, func() error { return releaseClaim(&claim) })
 		// The layout needs only the disk: a disk too small fails at once.
 		if parts, err = blockdev.PlanBootcLayout(disk.Size, disk.SectorSize, blockdev.LayoutOptions{RootSize: do.RootSize}); err != nil {
 			return err
@@ -87,6 +94,11 @@ func ToDisk(ctx context.Context, opts Options, do DiskOptions) (_ *Report, retEr
 		}
 	}()
 	if err := r.phase(ctx, "storage", func(em event.Emitter) error {
+		// Wipe and the table writer claim the disk themselves (and mkfs
+		// claims the partitions), so the claim held since resolve ends here.
+		if err := releaseClaim(&claim); err != nil {
+			return err
+		}
 		if disk.Table != "" || disk.Signature != "" || len(disk.Partitions) > 0 {
 			em.Info("wiping " + dev)
 			if err := blockdev.Wipe(dev); err != nil {
@@ -307,4 +319,13 @@ func planPartitions(parts []blockdev.Partition, fsType string) []PlanPartition {
 		out = append(out, pp)
 	}
 	return out
+}
+
+func releaseClaim(f **os.File) error {
+	if *f == nil {
+		return nil
+	}
+	err := (*f).Close()
+	*f = nil
+	return err
 }

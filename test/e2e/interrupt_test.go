@@ -157,3 +157,49 @@ func TestSignalsUnwind(t *testing.T) {
 		})
 	}
 }
+
+// TestKillAndRerunToDisk kills a to-disk install with SIGKILL as each phase
+// starts; the same command (with --wipe) then succeeds on the same disk.
+func TestKillAndRerunToDisk(t *testing.T) {
+	requireRoot(t)
+	archive := fixture(t, "bookworm")
+	for _, phase := range []string{"storage", "assemble", "deploy", "bootloader"} {
+		t.Run(phase, func(t *testing.T) {
+			disk := sparseDisk(t, 8<<30)
+			args := []string{"install", "to-disk", "--wipe", "--via-loopback", "--source-imgref", "oci-archive:" + archive, "--json", disk}
+			before, _ := hostState(t)
+			cmd, _, done := startUntilPhase(t, phase, args...)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+			waitClean(t, before)
+			rep := parseReport(t, bootlace(t, args...))
+			checkHostUnchanged(t, before, "")
+			if rep.Commit == "" || rep.RootUUID == "" {
+				t.Errorf("report after the re-run: %+v", rep)
+			}
+		})
+	}
+}
+
+// TestDiskInUse holds a disk open exclusively, as a mounted filesystem or
+// device-mapper would, and expects exit 4 without any write.
+func TestDiskInUse(t *testing.T) {
+	requireRoot(t)
+	archive := fixture(t, "bookworm")
+	disk := sparseDisk(t, 4<<30)
+	loop := strings.TrimSpace(run(t, "", "losetup", "--show", "-f", disk))
+	defer exec.Command("losetup", "-d", loop).Run()
+	f, err := os.OpenFile(loop, os.O_RDWR|syscall.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := hashFile(t, disk)
+	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--source-imgref", "oci-archive:"+archive, loop)
+	if code != 4 || !strings.Contains(stderr, "in use") {
+		t.Errorf("exit %d, want 4 with \"in use\":\n%s", code, stderr)
+	}
+	if hashFile(t, disk) != before {
+		t.Error("the disk in use was written to")
+	}
+}
