@@ -4,6 +4,7 @@
 package event
 
 import (
+	"io"
 	"sync"
 	"time"
 )
@@ -124,3 +125,26 @@ func (em Emitter) Info(msg string) { em.emit(Event{Type: Message, Msg: msg}) }
 
 // Warn reports something the user should know about but that does not stop the install.
 func (em Emitter) Warn(msg string) { em.emit(Event{Type: Warning, Msg: msg}) }
+
+// ProgressReader counts the bytes read through it and reports them as
+// Progress events for Item, at most every 200 ms and once more when the
+// underlying reader returns an error or EOF.
+type ProgressReader struct {
+	R     io.Reader
+	Em    Emitter
+	Item  string
+	Done  int64
+	Total int64
+	last  time.Time
+}
+
+// Read implements io.Reader.
+func (p *ProgressReader) Read(b []byte) (int, error) {
+	n, err := p.R.Read(b)
+	p.Done += int64(n)
+	if now := time.Now(); err != nil || now.Sub(p.last) > 200*time.Millisecond {
+		p.last = now
+		p.Em.Progress(p.Item, p.Done, p.Total)
+	}
+	return n, err
+}

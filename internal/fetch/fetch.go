@@ -482,15 +482,15 @@ func fetchBlobOnce(ctx context.Context, isrc types.ImageSource, src imgref.Ref, 
 	br := newBlobReader(ctx, isrc, info, opts, em)
 	br.off = resumed
 	defer br.Close()
-	pr := &progressReader{r: br, em: em, item: info.Digest.String(), total: info.Size, done: resumed}
+	pr := &event.ProgressReader{R: br, Em: em, Item: info.Digest.String(), Total: info.Size, Done: resumed}
 	if info.Size <= 0 || resumed < info.Size {
 		if _, err := io.Copy(w, pr); err != nil {
 			return blobErr(err, info.Digest, src)
 		}
 	}
-	em.Progress(info.Digest.String(), pr.done, info.Size)
-	if info.Size > 0 && pr.done != info.Size {
-		return errs.New(errs.Fetch, "verifying blob", info.Digest.String(), fmt.Errorf("got %d bytes, expected %d", pr.done, info.Size), "the source is corrupt or the transfer was cut")
+	em.Progress(info.Digest.String(), pr.Done, info.Size)
+	if info.Size > 0 && pr.Done != info.Size {
+		return errs.New(errs.Fetch, "verifying blob", info.Digest.String(), fmt.Errorf("got %d bytes, expected %d", pr.Done, info.Size), "the source is corrupt or the transfer was cut")
 	}
 	if err := w.Commit(); err != nil {
 		if resumed > 0 && errs.KindOf(err) == errs.Fetch {
@@ -499,25 +499,6 @@ func fetchBlobOnce(ctx context.Context, isrc types.ImageSource, src imgref.Ref, 
 		return err
 	}
 	return nil
-}
-
-type progressReader struct {
-	r     io.Reader
-	em    event.Emitter
-	item  string
-	done  int64
-	total int64
-	last  time.Time
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.done += int64(n)
-	if now := time.Now(); now.Sub(p.last) > 200*time.Millisecond {
-		p.last = now
-		p.em.Progress(p.item, p.done, p.total)
-	}
-	return n, err
 }
 
 // Store is a content-addressed blob store in a directory on the target.

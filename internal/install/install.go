@@ -199,7 +199,7 @@ func applyBlob(ctx context.Context, ap *layer.Applier, store *fetch.Store, l fet
 		return err
 	}
 	defer f.Close()
-	pr := &countingReader{r: f, em: em, item: l.Digest.String(), total: l.Size}
+	pr := &event.ProgressReader{R: f, Em: em, Item: l.Digest.String(), Total: l.Size}
 	return applyStream(ctx, ap, pr, l)
 }
 
@@ -225,25 +225,6 @@ func applyStream(ctx context.Context, ap *layer.Applier, r io.Reader, l fetch.La
 		}
 	}
 	return nil
-}
-
-type countingReader struct {
-	r     io.Reader
-	em    event.Emitter
-	item  string
-	done  int64
-	total int64
-	last  time.Time
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.done += int64(n)
-	if now := time.Now(); err != nil || now.Sub(c.last) > 200*time.Millisecond {
-		c.last = now
-		c.em.Progress(c.item, c.done, c.total)
-	}
-	return n, err
 }
 
 // spaceCheck compares what the install will write with the free space of
