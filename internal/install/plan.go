@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"github.com/bootlace/bootlace/internal/blockdev"
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/fetch"
+	"github.com/bootlace/bootlace/internal/imagetree"
 	"github.com/bootlace/bootlace/internal/installconfig"
 	"github.com/bootlace/bootlace/internal/kargs"
 )
@@ -261,13 +260,8 @@ func verityCapable(fsType string, ext4Verity bool) bool {
 // Image= of each .image or .container file linked from
 // usr/lib/bootc/bound-images.d, resolved inside the tree.
 func boundImages(tree string) ([]string, error) {
-	root, err := os.OpenRoot(tree)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
 	const dir = "usr/lib/bootc/bound-images.d"
-	ents, err := fs.ReadDir(root.FS(), dir)
+	names, err := imagetree.ReadDirNames(tree, dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return []string{}, nil
 	}
@@ -275,12 +269,12 @@ func boundImages(tree string) ([]string, error) {
 		return nil, errs.New(errs.Image, "reading", "/"+dir, err, "")
 	}
 	out := []string{}
-	for _, e := range ents {
-		name := path.Join(dir, e.Name())
-		if ext := path.Ext(e.Name()); ext != ".image" && ext != ".container" {
+	for _, n := range names {
+		if ext := path.Ext(n); ext != ".image" && ext != ".container" {
 			continue
 		}
-		data, err := readInTree(root, name)
+		name := path.Join(dir, n)
+		data, err := imagetree.ReadFile(tree, name, 1<<20)
 		if err != nil {
 			return nil, errs.New(errs.Image, "reading bound image", "/"+name, err, "")
 		}
@@ -292,23 +286,6 @@ func boundImages(tree string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-// readInTree reads name, following symlinks as if the tree were "/"
-// (bound-image entries are absolute links into /usr/share/containers).
-func readInTree(root *os.Root, name string) ([]byte, error) {
-	for i := 0; i < 40; i++ {
-		target, err := root.Readlink(name)
-		if err != nil {
-			return root.ReadFile(name)
-		}
-		if path.IsAbs(target) {
-			name = strings.TrimPrefix(path.Clean(target), "/")
-		} else {
-			name = path.Join(path.Dir(name), target)
-		}
-	}
-	return nil, fmt.Errorf("too many levels of symbolic links at %s", filepath.Join("/", name))
 }
 
 func quadletImage(data []byte) string {
