@@ -114,11 +114,14 @@ type Image struct {
 // containers/image's blob-info cache off the host's /var/lib/containers.
 func SystemContext(opts Options, cacheDir string) (*types.SystemContext, error) {
 	sys := &types.SystemContext{
-		AuthFilePath:      opts.AuthFile,
-		DockerCertPath:    opts.CertDir,
-		BlobInfoCacheDir:  cacheDir,
-		OCICertPath:       opts.CertDir,
-		RegistriesDirPath: opts.RegistriesDir,
+		AuthFilePath:     opts.AuthFile,
+		DockerCertPath:   opts.CertDir,
+		BlobInfoCacheDir: cacheDir,
+		// Archives (oci-archive:, docker-archive:) are unpacked here too, so
+		// the caller's scratch directory holds everything a run leaves.
+		BigFilesTemporaryDir: cacheDir,
+		OCICertPath:          opts.CertDir,
+		RegistriesDirPath:    opts.RegistriesDir,
 	}
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)

@@ -79,11 +79,11 @@ func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, r
 
 // openSource opens the image and checks it is installable here.
 func (r *run) openSource(ctx context.Context, physRoot string) (*fetch.Source, error) {
-	cache, err := os.MkdirTemp(r.opts.WorkDir, "bootlace-cache-")
+	cache, err := scratchDir(r.opts.WorkDir)
 	if err != nil {
-		return nil, fmt.Errorf("creating blob-info cache dir: %w", err)
+		return nil, err
 	}
-	r.stack.Push("blob-info cache", func() error { return os.RemoveAll(cache) })
+	r.stack.Push("scratch directory", func() error { return os.RemoveAll(cache) })
 	fo := r.opts.Fetch
 	fo.Events = r.sink
 	src, err := fetch.Open(ctx, r.opts.Source, cache, fo)
@@ -300,4 +300,29 @@ func (r *run) alreadyInstalled(t *target, src *fetch.Source) error {
 	r.report.RootUUID = t.rootUUID
 	r.warn("resolve", "the target already holds this image's installation; only finalizing it again")
 	return nil
+}
+
+// scratchDir makes this run's host scratch directory (containers/image's
+// blob-info cache and unpacked archives) in dir, default /var/tmp, named
+// after the process. A run killed with SIGKILL cannot remove its own, so
+// every run first removes those whose process is gone.
+func scratchDir(dir string) (string, error) {
+	if dir == "" {
+		dir = "/var/tmp"
+	}
+	stale, _ := filepath.Glob(filepath.Join(dir, "bootlace-run-*"))
+	for _, p := range stale {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "bootlace-run-%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			_ = os.RemoveAll(p)
+		}
+	}
+	d, err := os.MkdirTemp(dir, fmt.Sprintf("bootlace-run-%d-", os.Getpid()))
+	if err != nil {
+		return "", fmt.Errorf("creating scratch directory in %s: %w", dir, err)
+	}
+	return d, nil
 }
