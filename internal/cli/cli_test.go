@@ -46,6 +46,21 @@ func TestExecuteErrorEvent(t *testing.T) {
 			code: 2, wantText: "not an open file descriptor",
 		},
 		{
+			name: "unknown replace mode",
+			args: []string{"install", "to-filesystem", "--progress", "plain", "--source-imgref", "oci:/nowhere", "--replace", "merge", "/mnt"},
+			code: 2, wantText: "parsing --replace merge: unknown replace mode",
+		},
+		{
+			name: "to-existing-root takes one ROOT at most",
+			args: []string{"install", "to-existing-root", "--progress", "plain", "--source-imgref", "oci:/nowhere", "/a", "/b"},
+			code: 2, wantText: "expected at most one ROOT directory, got 2 arguments",
+		},
+		{
+			name: "cleanup needs alongside",
+			args: []string{"install", "to-existing-root", "--progress", "plain", "--source-imgref", "oci:/nowhere", "--replace", "wipe", "--cleanup", "/nowhere"},
+			code: 2, wantText: "--cleanup removes the old system kept by --replace alongside",
+		},
+		{
 			name: "plain progress prints the error once",
 			args: []string{"install", "to-disk", "--progress", "plain", "/dev/null"},
 			code: 2, wantText: "error: choosing the image to install: no --source-imgref given",

@@ -35,17 +35,18 @@ Progress goes to stderr: bars on a terminal, plain lines otherwise, JSON lines w
 	})
 	inst := &cobra.Command{
 		Use:   "install",
-		Short: "Install an image (to-disk, to-filesystem, print-configuration)",
+		Short: "Install an image (to-disk, to-filesystem, to-existing-root, print-configuration)",
 		Long: `Install a bootable container image as an ostree deployment: onto a whole disk or a
-disk image file (to-disk), or onto filesystems already mounted (to-filesystem).
-print-configuration shows what the image asks for without installing.`,
+disk image file (to-disk), onto filesystems already mounted (to-filesystem), or next to
+the running system (to-existing-root). print-configuration shows what the image asks
+for without installing.`,
 		Example: `  bootlace install to-disk --wipe --source-imgref docker://quay.io/example/os:latest /dev/vdb
   bootlace install to-filesystem --source-imgref oci-archive:/media/os.tar /mnt
   bootlace install to-disk --dry-run --source-imgref docker://quay.io/example/os:latest /dev/vdb`,
-		Args: exactArgs(0, "a verb (to-disk, to-filesystem or print-configuration)"),
+		Args: exactArgs(0, "a verb (to-disk, to-filesystem, to-existing-root or print-configuration)"),
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	inst.AddCommand(newToDisk(sess), newToFilesystem(sess), newPrintConfiguration(sess))
+	inst.AddCommand(newToDisk(sess), newToFilesystem(sess), newToExistingRoot(sess), newPrintConfiguration(sess))
 	root.AddCommand(inst, newMan())
 	return root
 }
@@ -127,10 +128,15 @@ func newToFilesystem(sess *session) *cobra.Command {
 	var rootSpec, bootSpec string
 	cmd := &cobra.Command{
 		Use:   "to-filesystem [flags] ROOT",
-		Short: "Install onto a mounted, empty root filesystem",
+		Short: "Install onto a mounted root filesystem",
 		Long: `Install onto the filesystem mounted at ROOT (ext4, xfs or btrfs), with /boot either a
 directory in it or a separate filesystem mounted at ROOT/boot. The ESP and BIOS boot
-partition, when the disk under ROOT has them, receive the boot loader.`,
+partition, when the disk under ROOT has them, receive the boot loader.
+
+ROOT must be empty (lost+found, and boot/ holding only lost+found or efi, may be
+there) unless --replace says what to do with its contents: wipe removes everything in
+ROOT and ROOT/boot without crossing into other mounts; alongside keeps them, empties
+/boot and the ESP, and skips finalizing.`,
 		Example: `  # Filesystems an installer prepared (Anaconda style): root on /mnt, /boot on /mnt/boot
   mount /dev/vdb4 /mnt && mount /dev/vdb3 /mnt/boot
   bootlace install to-filesystem --source-imgref docker://quay.io/example/os:latest /mnt
@@ -152,6 +158,9 @@ partition, when the disk under ROOT has them, receive the boot loader.`,
 			if cmd.Flags().Changed("boot-mount-spec") {
 				fo.BootMountSpec = &bootSpec
 			}
+			if err := checkReplace(fo.Replace); err != nil {
+				return err
+			}
 			rep, err := install.ToFilesystem(cmd.Context(), o, fo)
 			if err != nil {
 				return err
@@ -164,6 +173,9 @@ partition, when the disk under ROOT has them, receive the boot loader.`,
 	f.StringVar(&rootSpec, "root-mount-spec", "", "root= value for the kernel (default UUID=<root fs>; empty for none)")
 	f.StringVar(&bootSpec, "boot-mount-spec", "", "/boot mount source (default UUID=<boot fs> when separate; empty for none)")
 	f.BoolVar(&fo.SkipFinalize, "skip-finalize", false, "leave the filesystems writable and mounted (no trim, read-only remount or freeze)")
+	f.StringVar(&fo.Replace, "replace", "", "ROOT is not empty: wipe (remove its contents) or alongside (keep them, clear /boot and the ESP)")
+	f.BoolVar(&fo.AcknowledgeDestructive, "acknowledge-destructive", false, "do not wait 20 seconds when ROOT is the booted root filesystem")
+	_ = cmd.RegisterFlagCompletionFunc("replace", cobra.FixedCompletions(replaceModes, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

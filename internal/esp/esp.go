@@ -66,6 +66,62 @@ func Format(dev string, size uint64, label string) (string, error) {
 // image files that are not attached to a loop device. offset must be a
 // multiple of 512.
 func FormatAt(dev string, offset, size uint64, label string) (string, error) {
+	// go-diskfs derives the volume ID from the clock (or zero when
+	// reproducible); a random one avoids collisions between installs.
+	var id [4]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", fmt.Errorf("formatting ESP on %s: volume ID: %w", dev, err)
+	}
+	return formatAt(dev, offset, size, label, id, nil)
+}
+
+// Clear empties the FAT filesystem on dev (a partition device or a file
+// holding just the volume) by formatting it again over the same size with
+// the same label and volume ID, so that fstab entries naming it by UUID or
+// LABEL stay valid. It is how an install next to an existing system removes
+// the old boot loaders without mounting the ESP.
+func Clear(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return fmt.Errorf("clearing ESP: %w", err)
+	}
+	bs := make([]byte, sectorSize)
+	_, err = f.ReadAt(bs, 0)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("clearing ESP %s: reading boot sector: %w", dev, err)
+	}
+	if bs[510] != 0x55 || bs[511] != 0xaa {
+		return fmt.Errorf("clearing ESP %s: no FAT boot sector", dev)
+	}
+	if bps := binary.LittleEndian.Uint16(bs[11:13]); bps != sectorSize {
+		return fmt.Errorf("clearing ESP %s: %d-byte sectors are not supported", dev, bps)
+	}
+	total := uint64(binary.LittleEndian.Uint16(bs[19:21]))
+	if total == 0 {
+		total = uint64(binary.LittleEndian.Uint32(bs[32:36]))
+	}
+	// The extended BPB (volume ID, then label) sits at 0x43 on FAT32 and at
+	// 0x27 on FAT12/16.
+	ext, fat32 := 0x27, string(bs[82:90]) == "FAT32   "
+	if fat32 {
+		ext = 0x43
+	}
+	var id [4]byte
+	copy(id[:], bs[ext:ext+4])
+	label := strings.TrimRight(string(bs[ext+4:ext+15]), " ")
+	if label == "NO NAME" || checkLabel(label) != nil {
+		label = DefaultLabel
+	}
+	// The same FAT type too: go-diskfs cannot make FAT32 of every size.
+	if _, err := formatAt(dev, 0, total*sectorSize, label, id, &fat32); err != nil {
+		return fmt.Errorf("clearing ESP: %w", err)
+	}
+	return nil
+}
+
+// formatAt formats with the given volume ID; useFAT32 nil chooses by size.
+func formatAt(dev string, offset, size uint64, label string, id [4]byte, useFAT32 *bool) (string, error) {
 	if label == "" {
 		label = DefaultLabel
 	}
@@ -108,7 +164,11 @@ func FormatAt(dev string, offset, size uint64, label string) (string, error) {
 	b := file.New(f, false)
 	var idOffset int64
 	var backupIDOffset int64 = -1
-	if size >= MinFAT32Size {
+	if useFAT32 == nil {
+		big := size >= MinFAT32Size
+		useFAT32 = &big
+	}
+	if *useFAT32 {
 		if _, err := fat32.Create(b, int64(size), int64(offset), sectorSize, label, true); err != nil {
 			return "", fmt.Errorf("formatting ESP on %s as FAT32: %w", dev, err)
 		}
@@ -122,12 +182,6 @@ func FormatAt(dev string, offset, size uint64, label string) (string, error) {
 		idOffset = 0x27
 	}
 
-	// go-diskfs derives the volume ID from the clock (or zero when
-	// reproducible); a random one avoids collisions between installs.
-	var id [4]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return "", fmt.Errorf("formatting ESP on %s: volume ID: %w", dev, err)
-	}
 	for _, o := range []int64{idOffset, backupIDOffset} {
 		if o < 0 {
 			continue

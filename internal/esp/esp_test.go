@@ -196,3 +196,52 @@ func TestCleanPath(t *testing.T) {
 		}
 	}
 }
+
+// TestClear empties ESPs made by the host's mkfs.fat and filled by mtools,
+// as an existing system has them, and checks the volume keeps its identity.
+func TestClear(t *testing.T) {
+	needTool(t, "mkfs.vfat", "dosfstools")
+	needTool(t, "mcopy", "mtools")
+	for _, tc := range []struct {
+		name string
+		size int64
+		fat  string
+	}{
+		{"FAT32 256MiB", 256 << 20, "32"},
+		{"FAT16 64MiB", 64 << 20, "16"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := sparseFile(t, tc.size)
+			run(t, "mkfs.vfat", "-F", tc.fat, "-i", "1234ABCD", "-n", "OLDESP", img)
+			src := filepath.Join(t.TempDir(), "grubx64.efi")
+			if err := os.WriteFile(src, randomBytes(t, 300<<10), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run(t, "mmd", "-i", img, "::EFI", "::EFI/debian", "::EFI/BOOT")
+			run(t, "mcopy", "-i", img, src, "::EFI/debian/grubx64.efi")
+			run(t, "mcopy", "-i", img, src, "::EFI/BOOT/BOOTX64.EFI")
+
+			if err := Clear(img); err != nil {
+				t.Fatal(err)
+			}
+			run(t, "fsck.vfat", "-n", img)
+			if got := run(t, "mlabel", "-i", img, "-s", "::"); !strings.Contains(got, "OLDESP") {
+				t.Errorf("label after Clear: %q", got)
+			}
+			dir := run(t, "mdir", "-i", img, "::")
+			if !strings.Contains(dir, "1234-ABCD") {
+				t.Errorf("volume serial changed:\n%s", dir)
+			}
+			if strings.Contains(dir, "EFI") {
+				t.Errorf("the ESP still holds files after Clear:\n%s", dir)
+			}
+			efi := randomBytes(t, 1<<20)
+			if err := WriteFiles(img, []File{{Path: "EFI/BOOT/BOOTX64.EFI", Data: efi}}); err != nil {
+				t.Fatal(err)
+			}
+			if got := []byte(run(t, "mtype", "-i", img, "::EFI/BOOT/BOOTX64.EFI")); !bytes.Equal(got, efi) {
+				t.Error("BOOTX64.EFI written after Clear differs")
+			}
+		})
+	}
+}

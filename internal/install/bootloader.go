@@ -11,7 +11,9 @@ import (
 	"github.com/bootlace/bootlace/internal/bootloader/grub"
 	"github.com/bootlace/bootlace/internal/esp"
 	"github.com/bootlace/bootlace/internal/event"
+	"github.com/bootlace/bootlace/internal/mount"
 	"github.com/bootlace/bootlace/internal/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // sandboxRunner runs GRUB's tools from the deployment, never the host.
@@ -67,13 +69,12 @@ func (r *run) installBootloader(ctx context.Context, em event.Emitter, t *target
 		disk, espDev = findDisk(t.physRoot)
 	}
 	if espDev != "" {
-		em.Info("writing EFI/BOOT/BOOTX64.EFI to " + espDev)
 		efi, err := grub.BuildEFI(ctx, runner, opts)
 		if err != nil {
 			return err
 		}
-		if err := esp.WriteFiles(espDev, []esp.File{{Path: "EFI/BOOT/BOOTX64.EFI", Data: efi}}); err != nil {
-			return fmt.Errorf("writing the ESP %s: %w", espDev, err)
+		if err := writeESP(em, espDev, t.replace == ReplaceAlongside, efi); err != nil {
+			return err
 		}
 	} else {
 		r.warn("bootloader", "no EFI system partition found on the target's disk: UEFI boot code not installed")
@@ -123,4 +124,65 @@ func findDisk(phys string) (disk, espDev string) {
 		}
 	}
 	return disk, ""
+}
+
+// writeESP puts the EFI image at the ESP's removable path. With clear (an
+// install alongside an existing system, as bootc does) the ESP is emptied
+// first, so no old boot loader is left for the firmware to start. An ESP
+// the host has mounted (an existing system's /boot/efi) is written through
+// that mount, never underneath the kernel's FAT driver; otherwise the
+// volume is written directly.
+func writeESP(em event.Emitter, espDev string, clear bool, efi []byte) error {
+	mnt, err := mountPointOf(espDev)
+	if err != nil {
+		return err
+	}
+	if mnt != "" {
+		if clear {
+			em.Info("emptying the ESP mounted at " + mnt)
+			if err := emptyDir(mnt, nil, func(string) error { return nil }); err != nil {
+				return fmt.Errorf("emptying the ESP at %s: %w", mnt, err)
+			}
+		}
+		dir := filepath.Join(mnt, "EFI", "BOOT")
+		em.Info("writing EFI/BOOT/BOOTX64.EFI to the ESP mounted at " + mnt)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("writing the ESP at %s: %w", mnt, err)
+		}
+		return writeFileAtomic(dir, "BOOTX64.EFI", efi, 0o644)
+	}
+	if clear {
+		em.Info("emptying the ESP " + espDev)
+		if err := esp.Clear(espDev); err != nil {
+			return err
+		}
+	}
+	em.Info("writing EFI/BOOT/BOOTX64.EFI to " + espDev)
+	if err := esp.WriteFiles(espDev, []esp.File{{Path: "EFI/BOOT/BOOTX64.EFI", Data: efi}}); err != nil {
+		return fmt.Errorf("writing the ESP %s: %w", espDev, err)
+	}
+	return nil
+}
+
+// mountPointOf returns where the block device dev is mounted (the mount of
+// its filesystem's root), or "" when it is not mounted.
+func mountPointOf(dev string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return "", fmt.Errorf("checking %s: %w", dev, err)
+	}
+	tab, err := mount.Table("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	return mountPointIn(tab, unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
+}
+
+func mountPointIn(tab []mount.Info, major, minor uint32) string {
+	for _, m := range tab {
+		if m.Major == major && m.Minor == minor && m.Root == "/" {
+			return m.Target
+		}
+	}
+	return ""
 }

@@ -109,6 +109,14 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 			em.Info("reusing deployment " + d.commit + " from an earlier run")
 			return nil
 		}
+		// The old system's boot files go only now, once the image is
+		// fetched and checked, so a failure before leaves it bootable.
+		if t.replace == ReplaceAlongside {
+			em.Info("clearing " + filepath.Join(t.physRoot, "boot") + " of the existing system's kernels and boot loader configuration")
+			if err := cleanBootAlongside(t.physRoot); err != nil {
+				return err
+			}
+		}
 		// A deployment left by an interrupted run is redone from scratch:
 		// the staged tree is still there and committing is idempotent.
 		if err := clearPartialDeploy(t.physRoot); err != nil {
@@ -259,8 +267,14 @@ func clearImmutable(dir string) error {
 		return err
 	}
 	defer f.Close()
+	return clearImmutableFd(int(f.Fd()))
+}
+
+// clearImmutableFd drops the immutable attribute of an open file, if set;
+// filesystems without attributes are left as they are.
+func clearImmutableFd(fd int) error {
 	var flags int32
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocGetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocGetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
 		if e == unix.ENOTTY || e == unix.EOPNOTSUPP {
 			return nil
 		}
@@ -270,7 +284,7 @@ func clearImmutable(dir string) error {
 		return nil
 	}
 	flags &^= fsImmutableFl
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocSetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fsIocSetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
 		return e
 	}
 	return nil

@@ -109,6 +109,15 @@ type target struct {
 	rootKargs     []string
 	bootMountSpec string
 	skipFinalize  bool
+	// rootKargsFrom says where root= and its companions came from
+	// (rootKargsFrom* constants), for the plan.
+	rootKargsFrom string
+	// replace is the --replace mode ("" for an empty target); bootedRoot
+	// marks the filesystem the running host booted from; cleanup is
+	// to-existing-root's --cleanup.
+	replace    string
+	bootedRoot bool
+	cleanup    bool
 }
 
 // targetRef computes the reference recorded for updates.

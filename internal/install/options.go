@@ -57,6 +57,14 @@ type FSOptions struct {
 	RootMountSpec *string
 	BootMountSpec *string
 	SkipFinalize  bool
+	// Replace is "" (the root must be empty), ReplaceWipe or ReplaceAlongside.
+	Replace string
+	// AcknowledgeDestructive skips the wait before changing the booted root.
+	AcknowledgeDestructive bool
+	// existingRoot and cleanup are to-existing-root's: root kernel
+	// arguments inherited from the running kernel, and --cleanup.
+	existingRoot bool
+	cleanup      bool
 }
 
 // Report is the machine-readable summary of a successful install.

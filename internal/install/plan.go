@@ -74,6 +74,16 @@ type PlanTarget struct {
 	BootSeparate  bool            `json:"boot-separate"`
 	RootMountSpec string          `json:"root-mount-spec"`
 	BootMountSpec string          `json:"boot-mount-spec,omitempty"`
+	// RootKargsFrom says where root= and its companions come from:
+	// root-filesystem (its UUID), kernel-cmdline (inherited from the
+	// running system) or root-mount-spec (the flag).
+	RootKargsFrom string `json:"root-kargs-from"`
+	// Replace is the --replace mode: wipe or alongside.
+	Replace string `json:"replace,omitempty"`
+	// BootedRoot marks the filesystem the running host booted from.
+	BootedRoot bool `json:"booted-root,omitempty"`
+	// Cleanup is to-existing-root's --cleanup.
+	Cleanup bool `json:"cleanup,omitempty"`
 }
 
 // PlanPartition is one partition to-disk will create.
@@ -168,7 +178,11 @@ func computePlan(verb string, opts Options, f *imageFacts, t *target, layout []P
 		p.Image.Layers = append(p.Image.Layers, PlanLayer{Digest: l.Digest.String(), Size: l.Size, MediaType: l.MediaType})
 	}
 	p.Target = PlanTarget{Device: t.device, Root: t.physRoot, RootFS: t.rootFSType, BootSeparate: t.bootSeparate,
-		BootMountSpec: t.bootMountSpec, Partitions: layout, Wipe: wipe}
+		BootMountSpec: t.bootMountSpec, Partitions: layout, Wipe: wipe,
+		RootKargsFrom: t.rootKargsFrom, Replace: t.replace, BootedRoot: t.bootedRoot, Cleanup: t.cleanup}
+	if p.Target.RootKargsFrom == "" {
+		p.Target.RootKargsFrom = rootKargsFromFS
+	}
 	if r := disk; r != nil {
 		p.Target.Size, p.Target.SectorSize = r.Size, r.SectorSize
 	}

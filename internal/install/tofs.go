@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/fsinfo"
+	"github.com/bootlace/bootlace/internal/kargs"
 	"github.com/bootlace/bootlace/internal/mount"
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +25,11 @@ import (
 func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, retErr error) {
 	r := newRun("to-filesystem", opts)
 	defer func() { retErr = errors.Join(retErr, r.stack.Unwind()) }()
+	return r.toFilesystem(ctx, fo)
+}
+
+// toFilesystem is to-filesystem and, with fo.existingRoot, to-existing-root.
+func (r *run) toFilesystem(ctx context.Context, fo FSOptions) (*Report, error) {
 	var t *target
 	var src *fetch.Source
 	if err := r.phase(ctx, "resolve", func(em event.Emitter) error {
@@ -31,8 +38,20 @@ func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, r
 		if err != nil {
 			return err
 		}
-		src, err = r.openSource(ctx, t.physRoot)
-		return err
+		if src, err = r.openSource(ctx, t.physRoot); err != nil {
+			return err
+		}
+		// The booted root is about to change: say so and give the user
+		// time to interrupt, after the image proved installable and before
+		// anything is written. A dry run writes nothing and does not wait.
+		if t.bootedRoot && !fo.AcknowledgeDestructive && !r.opts.DryRun {
+			r.warn("resolve", bootedRootWarning(t.physRoot, DestructiveDelay))
+			if err := countdown(ctx, em, DestructiveDelay, 5*time.Second); err != nil {
+				src.Close()
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}
@@ -66,8 +85,25 @@ func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, r
 		}
 		return r.dryRun(ctx, dir, src, kver, t)
 	}
+	// An interrupted run already wiped before it started its journal.
+	if t.replace == ReplaceWipe && !resumable(t.physRoot) {
+		if err := r.phase(ctx, "storage", func(em event.Emitter) error {
+			em.Info("wiping the existing contents of " + t.physRoot + " and its /boot")
+			if err := wipe(t.physRoot); err != nil {
+				return err
+			}
+			return os.MkdirAll(filepath.Join(t.physRoot, "boot"), 0o755)
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.installOnto(ctx, t, src); err != nil {
 		return nil, err
+	}
+	if t.cleanup {
+		if err := r.writeCleanupStamp(t); err != nil {
+			return nil, err
+		}
 	}
 	if !t.skipFinalize {
 		if err := r.phase(ctx, "finalize", func(em event.Emitter) error { return finalize(t, false) }); err != nil {
@@ -75,6 +111,24 @@ func ToFilesystem(ctx context.Context, opts Options, fo FSOptions) (_ *Report, r
 		}
 	}
 	return r.report, nil
+}
+
+// writeCleanupStamp leaves bootc's request to remove the old system on
+// first boot in the old root's /etc. The new deployment's bootc acts on it;
+// an image without bootc's cleanup service leaves the old system in place,
+// which the user is told.
+func (r *run) writeCleanupStamp(t *target) error {
+	p := filepath.Join(t.physRoot, cleanupStamp)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return errs.New(errs.Target, "creating", filepath.Dir(p), err, "")
+	}
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		return errs.New(errs.Target, "writing", p, err, "")
+	}
+	if !exists(filepath.Join(t.physRoot, r.report.Deployment, cleanupService)) {
+		r.warn("deploy", "--cleanup: the image has no "+cleanupService+" (bootc's); the old system's files stay in /sysroot after reboot")
+	}
+	return nil
 }
 
 // openSource opens the image and checks it is installable here.
@@ -120,31 +174,69 @@ func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 	if m == nil {
 		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a mount point"), "mount the target's root filesystem there first")
 	}
+	booted, err := isBootedRoot(root)
+	if err != nil {
+		return nil, errs.New(errs.Target, "checking target", root, err, "")
+	}
 	// An interrupted bootlace install (its journal is there) is resumed
-	// rather than refused; the phases decide what to reuse.
-	installed := !resumable(root) && exists(root+"/.bootc-aleph.json")
-	if err := checkEmptyRoot(root, resumable(root) || installed); err != nil {
-		return nil, err
+	// rather than refused; the phases decide what to reuse. A wipe
+	// replaces a finished install too.
+	resume := resumable(root)
+	installed := !resume && fo.Replace != ReplaceWipe && exists(root+"/.bootc-aleph.json")
+	switch fo.Replace {
+	case "":
+		if err := checkEmptyRoot(root, resume || installed); err != nil {
+			return nil, err
+		}
+	case ReplaceWipe:
+		if err := checkWipe(root, booted); err != nil {
+			return nil, err
+		}
+	case ReplaceAlongside:
+		if !resume && !installed {
+			if err := checkNotOstree(root); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, errs.New(errs.Usage, "parsing --replace", fo.Replace, errors.New("unknown replace mode"), "use wipe or alongside")
 	}
 	switch m.FSType {
 	case "ext4", "xfs", "btrfs":
 	default:
 		return nil, errs.New(errs.Target, "checking target", root, fmt.Errorf("filesystem type %s is not supported", m.FSType), "use ext4, xfs or btrfs for the root filesystem")
 	}
-	t := &target{physRoot: root, rootFSType: m.FSType, skipFinalize: fo.SkipFinalize, installed: installed}
+	t := &target{physRoot: root, rootFSType: m.FSType, installed: installed, replace: fo.Replace,
+		bootedRoot: booted, cleanup: fo.cleanup,
+		// The booted root stays in use, so alongside never finalizes (bootc).
+		skipFinalize: fo.SkipFinalize || fo.Replace == ReplaceAlongside}
 	info, err := fsinfo.Probe(m.Source)
 	if err != nil {
 		return nil, errs.New(errs.Target, "reading filesystem UUID of", m.Source, err, "pass --root-mount-spec")
 	}
 	t.rootUUID, t.rootVerity = info.UUID, info.Verity
 
-	rootSpec := "UUID=" + t.rootUUID
-	if fo.RootMountSpec != nil {
-		rootSpec = *fo.RootMountSpec
+	var rootSpec string
+	rootSpec, t.rootKargsFrom = "UUID="+t.rootUUID, rootKargsFromFS
+	var inherited []string
+	switch {
+	case fo.RootMountSpec != nil:
+		rootSpec, t.rootKargsFrom = *fo.RootMountSpec, rootKargsFromSpec
+	case fo.existingRoot && booted:
+		// The running system found this root with its own arguments
+		// (LVM, LUKS, RAID, network root): the new deployment needs the same.
+		cmdline, err := os.ReadFile("/proc/cmdline")
+		if err != nil {
+			return nil, fmt.Errorf("reading the running kernel's command line: %w", err)
+		}
+		if spec, extra, ok := inheritRootKargs(kargs.Parse(string(cmdline))); ok {
+			rootSpec, inherited, t.rootKargsFrom = spec, extra, rootKargsFromCmdline
+		}
 	}
 	if rootSpec != "" {
 		t.rootKargs = append(t.rootKargs, "root="+rootSpec)
-		if m.FSType == "btrfs" {
+		t.rootKargs = append(t.rootKargs, inherited...)
+		if m.FSType == "btrfs" && t.rootKargsFrom == rootKargsFromFS {
 			if sv := btrfsSubvol(m.SuperOpts); sv != "" && sv != "/" {
 				t.rootKargs = append(t.rootKargs, "rootflags=subvol="+sv)
 			}
