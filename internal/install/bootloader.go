@@ -73,7 +73,11 @@ func (r *run) installBootloader(ctx context.Context, em event.Emitter, t *target
 		if err != nil {
 			return err
 		}
-		if err := writeESP(em, espDev, t.replace == ReplaceAlongside, efi); err != nil {
+		mnt, err := mountPointOf(espDev)
+		if err != nil {
+			return err
+		}
+		if err := writeESP(em, espDev, mnt, t.replace == ReplaceAlongside, efi); err != nil {
 			return err
 		}
 	} else {
@@ -130,13 +134,9 @@ func findDisk(phys string) (disk, espDev string) {
 // install alongside an existing system, as bootc does) the ESP is emptied
 // first, so no old boot loader is left for the firmware to start. An ESP
 // the host has mounted (an existing system's /boot/efi) is written through
-// that mount, never underneath the kernel's FAT driver; otherwise the
-// volume is written directly.
-func writeESP(em event.Emitter, espDev string, clear bool, efi []byte) error {
-	mnt, err := mountPointOf(espDev)
-	if err != nil {
-		return err
-	}
+// that mount (mnt), never underneath the kernel's FAT driver; otherwise
+// (mnt "") the volume is written directly.
+func writeESP(em event.Emitter, espDev, mnt string, clear bool, efi []byte) error {
 	if mnt != "" {
 		if clear {
 			em.Info("emptying the ESP mounted at " + mnt)
