@@ -53,3 +53,37 @@ func TestProbeUnknown(t *testing.T) {
 		t.Fatal("zeroes probed as a filesystem")
 	}
 }
+
+// TestMountedUUID compares the kernel's answer for a mounted ext4 with the
+// superblock's.
+func TestMountedUUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	want, err := Probe(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v\n%s", err, out)
+	}
+	defer exec.Command("umount", "-d", mnt).Run()
+	got, err := MountedUUID(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want.UUID {
+		t.Errorf("MountedUUID %s, superblock %s", got, want.UUID)
+	}
+}

@@ -98,10 +98,10 @@ func openHostTree() (int, error) {
 	if err := unix.Stat("/", &ours); err != nil {
 		return -1, err
 	}
-	if err := unix.Stat(hostRootPath, &host); err != nil {
-		return -1, fmt.Errorf("reading pid 1's root: %w", err)
-	}
-	if ours.Dev == host.Dev && ours.Ino == host.Ino {
+	// Without access to pid 1's root (hidepid, a pid 1 that is not
+	// dumpable) ours is the only root there is to go by.
+	err := unix.Stat(hostRootPath, &host)
+	if err != nil || ours.Dev == host.Dev && ours.Ino == host.Ino {
 		return unix.OpenTree(unix.AT_FDCWD, "/", flags)
 	}
 	type result struct {

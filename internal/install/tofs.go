@@ -212,7 +212,13 @@ func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 		skipFinalize: fo.SkipFinalize || fo.Replace == ReplaceAlongside}
 	info, err := fsinfo.Probe(m.Source)
 	if err != nil {
-		return nil, errs.New(errs.Target, "reading filesystem UUID of", m.Source, err, "pass --root-mount-spec")
+		// The device may be out of reach (a container without the host's
+		// /dev); the kernel knows the UUID of what it mounted.
+		uuid, uerr := fsinfo.MountedUUID(root)
+		if uerr != nil {
+			return nil, errs.New(errs.Target, "reading filesystem UUID of", m.Source, errors.Join(err, uerr), "pass --root-mount-spec")
+		}
+		info = fsinfo.Info{Type: m.FSType, UUID: uuid}
 	}
 	t.rootUUID, t.rootVerity = info.UUID, info.Verity
 
