@@ -189,12 +189,54 @@ func TestToExistingRootBookworm(t *testing.T) {
 	if got := consoleValue(string(log), "BOOTLACE: old-system-marker: "); got != o.marker {
 		t.Errorf("old system marker under /sysroot on the guest: %q, want %q", got, o.marker)
 	}
+	t.Logf("guest: sysroot: %s; old-system-marker: %s", consoleValue(string(log), "BOOTLACE: sysroot: "), consoleValue(string(log), "BOOTLACE: old-system-marker: "))
 	sysroot := strings.Fields(consoleValue(string(log), "BOOTLACE: sysroot: "))
 	for _, want := range []string{"ostree", "etc", "usr", "boot"} {
 		if !slices.Contains(sysroot, want) {
 			t.Errorf("/sysroot on the guest lacks %s: %q", want, sysroot)
 		}
 	}
+}
+
+// TestToFilesystemReplaceWipe installs onto filesystems that hold an old
+// system (root and a separate /boot): without --replace the target is
+// refused untouched; with --replace wipe the old contents go, lost+found
+// stays, and the install is finalized as usual.
+func TestToFilesystemReplaceWipe(t *testing.T) {
+	requireRoot(t)
+	archive := fixture(t, "trixie")
+	pd := prepareDisk(t)
+	writeFile(t, filepath.Join(pd.root, "etc/old-system-marker"), "old\n")
+	writeFile(t, filepath.Join(pd.root, "usr/bin/old-tool"), "#!/bin/sh\n")
+	writeFile(t, filepath.Join(pd.root, "boot/vmlinuz-6.1.0-old-amd64"), "stale kernel")
+	writeFile(t, filepath.Join(pd.root, "boot/loader/entries/old.conf"), "title old\n")
+	args := []string{"install", "to-filesystem", "--source-imgref", "oci-archive:" + archive, "--json"}
+	if _, stderr, code := bootlaceRun(t, nil, append(args, pd.root)...); code != 4 || !strings.Contains(stderr, "not empty") {
+		t.Fatalf("a non-empty target without --replace: exit %d\n%s", code, tail(stderr, 10))
+	}
+	if !exists(filepath.Join(pd.root, "etc/old-system-marker")) {
+		t.Fatal("the refused install changed the target")
+	}
+	out := bootlace(t, append(args, "--replace", "wipe", pd.root)...)
+	rep := parseReport(t, out)
+	if _, ok := rep.Phases["finalize"]; !ok {
+		t.Error("--replace wipe did not finalize")
+	}
+	for _, p := range []string{"etc", "usr", "boot/vmlinuz-6.1.0-old-amd64", "boot/loader/entries/old.conf"} {
+		if exists(filepath.Join(pd.root, p)) {
+			t.Errorf("%s survived the wipe", p)
+		}
+	}
+	for _, p := range []string{"lost+found", "boot/lost+found", rep.Deployment, ".bootc-aleph.json"} {
+		if !exists(filepath.Join(pd.root, p)) {
+			t.Errorf("%s is missing after the install", p)
+		}
+	}
+	entries, _ := filepath.Glob(filepath.Join(pd.root, "boot/loader/entries/*.conf"))
+	if len(entries) != 1 || !strings.HasPrefix(filepath.Base(entries[0]), "ostree-") {
+		t.Errorf("boot entries %q, want the new deployment's only", entries)
+	}
+	pd.release(t)
 }
 
 // TestDryRunToExistingRoot plans an install next to this very machine:
