@@ -93,6 +93,39 @@ func TestComputePlan(t *testing.T) {
 	}
 }
 
+// TestPlanReplace: the plan says how an existing system is replaced and
+// where the root kernel arguments came from.
+func TestPlanReplace(t *testing.T) {
+	tests := []struct {
+		name string
+		tgt  *target
+		want PlanTarget
+	}{
+		{name: "empty target", tgt: &target{rootFSType: "ext4", rootKargs: []string{"root=UUID=r", "rw"}},
+			want: PlanTarget{RootFS: "ext4", RootMountSpec: "UUID=r", RootKargsFrom: "root-filesystem"}},
+		{name: "to-existing-root on the booted root", tgt: &target{physRoot: "/target", rootFSType: "xfs", rootKargs: []string{"root=/dev/vg/root", "rd.lvm.lv=vg/root", "rw"},
+			rootKargsFrom: rootKargsFromCmdline, replace: ReplaceAlongside, bootedRoot: true, cleanup: true},
+			want: PlanTarget{Root: "/target", RootFS: "xfs", RootMountSpec: "/dev/vg/root", RootKargsFrom: "kernel-cmdline", Replace: "alongside", BootedRoot: true, Cleanup: true}},
+		{name: "wipe", tgt: &target{physRoot: "/mnt", rootFSType: "ext4", rootKargs: []string{"root=UUID=r", "rw"}, rootKargsFrom: rootKargsFromFS, replace: ReplaceWipe},
+			want: PlanTarget{Root: "/mnt", RootFS: "ext4", RootMountSpec: "UUID=r", RootKargsFrom: "root-filesystem", Replace: "wipe"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := testFacts()
+			p, err := computePlan("to-existing-root", Options{Source: f.im.Source}, f, tt.tgt, nil, false, nil, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(p.Target, tt.want) {
+				t.Errorf("target %+v\nwant   %+v", p.Target, tt.want)
+			}
+			if !reflect.DeepEqual(p.Kargs[:len(tt.tgt.rootKargs)], tt.tgt.rootKargs) {
+				t.Errorf("kargs %q do not start with the root setup %q", p.Kargs, tt.tgt.rootKargs)
+			}
+		})
+	}
+}
+
 func TestBoundImages(t *testing.T) {
 	tree := t.TempDir()
 	mk := func(p, data string) {

@@ -431,3 +431,52 @@ func TestWriteESPThroughMount(t *testing.T) {
 		t.Errorf("the device under the mount was written:\n%s", out)
 	}
 }
+
+func TestRootSetupKargs(t *testing.T) {
+	spec := func(s string) *string { return &s }
+	cmdline := kargs.Parse("BOOT_IMAGE=/vmlinuz root=/dev/mapper/vg-root ro rootflags=noatime rd.lvm.lv=vg/root quiet")
+	tests := []struct {
+		name      string
+		fo        FSOptions
+		booted    bool
+		fsType    string
+		superOpts string
+		cmdline   []string
+		want      []string
+		from      string
+	}{
+		{name: "to-filesystem", fsType: "ext4", want: []string{"root=UUID=u"}, from: "root-filesystem"},
+		{name: "btrfs subvolume", fsType: "btrfs", superOpts: "rw,subvolid=256,subvol=/root", want: []string{"root=UUID=u", "rootflags=subvol=/root"}, from: "root-filesystem"},
+		{name: "btrfs top level", fsType: "btrfs", superOpts: "rw,subvol=/", want: []string{"root=UUID=u"}, from: "root-filesystem"},
+		{name: "spec verbatim, no subvolume", fo: FSOptions{RootMountSpec: spec("LABEL=r")}, fsType: "btrfs", superOpts: "subvol=/root", want: []string{"root=LABEL=r"}, from: "root-mount-spec"},
+		{name: "empty spec: no root=", fo: FSOptions{RootMountSpec: spec("")}, fsType: "ext4", want: nil, from: "root-mount-spec"},
+		{name: "existing booted root inherits", fo: FSOptions{existingRoot: true}, booted: true, fsType: "xfs", cmdline: cmdline,
+			want: []string{"root=/dev/mapper/vg-root", "rootflags=noatime", "rd.lvm.lv=vg/root"}, from: "kernel-cmdline"},
+		{name: "existing booted root without root= uses the UUID", fo: FSOptions{existingRoot: true}, booted: true, fsType: "ext4",
+			cmdline: kargs.Parse("console=ttyS0 rd.lvm.lv=x"), want: []string{"root=UUID=u"}, from: "root-filesystem"},
+		{name: "existing root that is not booted", fo: FSOptions{existingRoot: true}, fsType: "ext4", cmdline: cmdline, want: []string{"root=UUID=u"}, from: "root-filesystem"},
+		{name: "to-filesystem onto the booted root never inherits", booted: true, fsType: "ext4", cmdline: cmdline, want: []string{"root=UUID=u"}, from: "root-filesystem"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, from := rootSetupKargs(tt.fo, tt.booted, "u", tt.fsType, tt.superOpts, tt.cmdline)
+			if !reflect.DeepEqual(got, tt.want) || from != tt.from {
+				t.Errorf("got %q from %s, want %q from %s", got, from, tt.want, tt.from)
+			}
+		})
+	}
+}
+
+// TestIsBootedRoot: / is the booted root (pid 1's root, or ours when pid
+// 1's is out of reach); a fresh tmpfs is not.
+func TestIsBootedRoot(t *testing.T) {
+	if b, err := isBootedRoot("/"); err != nil || !b {
+		t.Errorf("isBootedRoot(/) = %v, %v", b, err)
+	}
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "fs")
+	mountTmpfs(t, dir)
+	if b, err := isBootedRoot(dir); err != nil || b {
+		t.Errorf("isBootedRoot(tmpfs) = %v, %v", b, err)
+	}
+}

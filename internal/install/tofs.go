@@ -222,32 +222,15 @@ func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 	}
 	t.rootUUID, t.rootVerity = info.UUID, info.Verity
 
-	var rootSpec string
-	rootSpec, t.rootKargsFrom = "UUID="+t.rootUUID, rootKargsFromFS
-	var inherited []string
-	switch {
-	case fo.RootMountSpec != nil:
-		rootSpec, t.rootKargsFrom = *fo.RootMountSpec, rootKargsFromSpec
-	case fo.existingRoot && booted:
-		// The running system found this root with its own arguments
-		// (LVM, LUKS, RAID, network root): the new deployment needs the same.
-		cmdline, err := os.ReadFile("/proc/cmdline")
+	var cmdline []string
+	if fo.existingRoot && booted {
+		raw, err := os.ReadFile("/proc/cmdline")
 		if err != nil {
 			return nil, fmt.Errorf("reading the running kernel's command line: %w", err)
 		}
-		if spec, extra, ok := inheritRootKargs(kargs.Parse(string(cmdline))); ok {
-			rootSpec, inherited, t.rootKargsFrom = spec, extra, rootKargsFromCmdline
-		}
+		cmdline = kargs.Parse(string(raw))
 	}
-	if rootSpec != "" {
-		t.rootKargs = append(t.rootKargs, "root="+rootSpec)
-		t.rootKargs = append(t.rootKargs, inherited...)
-		if m.FSType == "btrfs" && t.rootKargsFrom == rootKargsFromFS {
-			if sv := btrfsSubvol(m.SuperOpts); sv != "" && sv != "/" {
-				t.rootKargs = append(t.rootKargs, "rootflags=subvol="+sv)
-			}
-		}
-	}
+	t.rootKargs, t.rootKargsFrom = rootSetupKargs(fo, booted, t.rootUUID, m.FSType, m.SuperOpts, cmdline)
 	t.rootKargs = append(t.rootKargs, "rw")
 
 	bootDir := root + "/boot"
@@ -284,6 +267,32 @@ func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
 		t.rootKargs = append(t.rootKargs, "boot="+t.bootMountSpec)
 	}
 	return t, nil
+}
+
+// rootSetupKargs decides root= and what goes with it (before rw and
+// boot=), and says where they came from: --root-mount-spec (empty: none),
+// else for to-existing-root on the booted root the running kernel's root=,
+// rootflags= and rd.* (the system found its root with them: LVM, LUKS,
+// RAID, network), else the filesystem's UUID, with btrfs's subvolume.
+func rootSetupKargs(fo FSOptions, booted bool, uuid, fsType, superOpts string, cmdline []string) ([]string, string) {
+	if fo.RootMountSpec != nil {
+		if *fo.RootMountSpec == "" {
+			return nil, rootKargsFromSpec
+		}
+		return []string{"root=" + *fo.RootMountSpec}, rootKargsFromSpec
+	}
+	if fo.existingRoot && booted {
+		if spec, extra, ok := inheritRootKargs(cmdline); ok {
+			return append([]string{"root=" + spec}, extra...), rootKargsFromCmdline
+		}
+	}
+	out := []string{"root=UUID=" + uuid}
+	if fsType == "btrfs" {
+		if sv := btrfsSubvol(superOpts); sv != "" && sv != "/" {
+			out = append(out, "rootflags=subvol="+sv)
+		}
+	}
+	return out, rootKargsFromFS
 }
 
 func btrfsSubvol(opts string) string {
