@@ -47,19 +47,21 @@ func ToExistingRoot(ctx context.Context, opts Options, eo ExistingRootOptions) (
 	if eo.Cleanup && eo.Replace != ReplaceAlongside {
 		return nil, errs.New(errs.Usage, "parsing --cleanup", "", errors.New("--cleanup removes the old system kept by --replace alongside"), "drop --cleanup or use --replace alongside")
 	}
-	if eo.Root == DefaultExistingRoot {
-		mounted, err := mount.IsMountpoint(eo.Root)
-		if err != nil {
-			return nil, err
-		}
-		if !mounted {
-			if err := r.bindHostRoot(eo.Root); err != nil {
-				return nil, err
-			}
-		}
-	}
 	return r.toFilesystem(ctx, FSOptions{Root: eo.Root, Replace: eo.Replace, SkipFinalize: true,
 		AcknowledgeDestructive: eo.AcknowledgeDestructive, existingRoot: true, cleanup: eo.Cleanup})
+}
+
+// prepareExistingRoot mounts the host's root at the default ROOT unless
+// something is mounted there already (say, podman's -v /:/target).
+func (r *run) prepareExistingRoot(root string) error {
+	if root != DefaultExistingRoot {
+		return nil
+	}
+	mounted, err := mount.IsMountpoint(root)
+	if err != nil || mounted {
+		return err
+	}
+	return r.bindHostRoot(root)
 }
 
 // bindHostRoot mounts the host's root filesystem, with everything mounted

@@ -33,6 +33,11 @@ func (r *run) toFilesystem(ctx context.Context, fo FSOptions) (*Report, error) {
 	var t *target
 	var src *fetch.Source
 	if err := r.phase(ctx, "resolve", func(em event.Emitter) error {
+		if fo.existingRoot {
+			if err := r.prepareExistingRoot(fo.Root); err != nil {
+				return err
+			}
+		}
 		var err error
 		t, err = inspectMountedRoot(fo, r.opts.DryRun)
 		if err != nil {
