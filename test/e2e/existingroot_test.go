@@ -236,6 +236,17 @@ func TestToFilesystemReplaceWipe(t *testing.T) {
 	if len(entries) != 1 || !strings.HasPrefix(filepath.Base(entries[0]), "ostree-") {
 		t.Errorf("boot entries %q, want the new deployment's only", entries)
 	}
+
+	// Wiping a finished install: ostree made its deployment immutable, and
+	// finalize left the filesystems read-only (remounted here, as a user
+	// would). The re-run replaces it rather than taking it as done.
+	run(t, "", "mount", "-o", "remount,rw", pd.root)
+	run(t, "", "mount", "-o", "remount,rw", pd.root+"/boot")
+	rep2 := parseReport(t, bootlace(t, append(args, "--replace", "wipe", "--stateroot", "second", pd.root)...))
+	deps, _ := filepath.Glob(filepath.Join(pd.root, "ostree/deploy/*/deploy/*.0"))
+	if len(deps) != 1 || !strings.HasSuffix(deps[0], rep2.Deployment) || rep2.Stateroot != "second" {
+		t.Errorf("deployments after the second wipe %q, want only %s", deps, rep2.Deployment)
+	}
 	pd.release(t)
 }
 
