@@ -390,9 +390,7 @@ func repoFiles(t testing.TB, repo string) string {
 		if err != nil {
 			return err
 		}
-		if !strings.HasPrefix(rel, "objects/") || !d.IsDir() || true {
-			out = append(out, fmt.Sprintf("%s %v", rel, info.Mode()))
-		}
+		out = append(out, fmt.Sprintf("%s %v", rel, info.Mode()))
 		return nil
 	})
 	if err != nil {
