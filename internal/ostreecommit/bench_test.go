@@ -32,7 +32,9 @@ func benchTree(b *testing.B, dir string, n int) int64 {
 
 // BenchmarkCommit commits a synthetic tree of OSTREECOMMIT_BENCH_FILES
 // files (default 2000) on the filesystem of the test's temporary
-// directory. Building the tree is not timed.
+// directory (TMPDIR), with this package and, for comparison, with the
+// host's ostree commit and the same flags. Building the tree is not
+// timed.
 func BenchmarkCommit(b *testing.B) {
 	requireOstreeRoot(b)
 	n := 2000
@@ -43,21 +45,35 @@ func BenchmarkCommit(b *testing.B) {
 		}
 		n = v
 	}
-	tmp := b.TempDir()
-	for i := 0; b.Loop(); i++ {
-		b.StopTimer()
-		sys := filepath.Join(tmp, fmt.Sprint(i))
-		repo := newRepo(b, sys)
-		stage := filepath.Join(sys, "stage")
-		b.SetBytes(benchTree(b, stage, n))
-		b.StartTimer()
-		if _, err := Commit(context.Background(), repo, stage, baseOptions()); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		if err := os.RemoveAll(sys); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
+	writers := []struct {
+		name   string
+		commit func(b *testing.B, repo, stage string)
+	}{
+		{"go", func(b *testing.B, repo, stage string) {
+			if _, err := Commit(context.Background(), repo, stage, baseOptions()); err != nil {
+				b.Fatal(err)
+			}
+		}},
+		{"ostree-cli", func(b *testing.B, repo, stage string) { ostreeCommit(b, repo, stage, baseOptions()) }},
+	}
+	for _, w := range writers {
+		b.Run(w.name, func(b *testing.B) {
+			tmp := b.TempDir()
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				sys := filepath.Join(tmp, fmt.Sprint(i))
+				repo := newRepo(b, sys)
+				stage := filepath.Join(sys, "stage")
+				b.SetBytes(benchTree(b, stage, n))
+				run(b, "sync")
+				b.StartTimer()
+				w.commit(b, repo, stage)
+				b.StopTimer()
+				if err := os.RemoveAll(sys); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }

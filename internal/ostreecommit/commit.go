@@ -89,7 +89,13 @@ func Commit(ctx context.Context, repo, tree string, opts Options) (string, error
 		return "", err
 	}
 
-	w := &writer{repo: repo, objects: objects, dev: rootSt.Dev, metaSeen: map[[32]byte]bool{}}
+	// Temporary files live in the repository's tmp/ (as ostree's do):
+	// a leftover there is ignored, one under refs/ would read as a ref.
+	tmpDir := filepath.Join(repo, "tmp")
+	if err := os.MkdirAll(tmpDir, 0o755); err != nil {
+		return "", fmt.Errorf("ostree commit: creating %s: %w", tmpDir, err)
+	}
+	w := &writer{objects: objects, tmp: tmpDir, dev: rootSt.Dev, metaSeen: map[[32]byte]bool{}}
 	root, err := w.walkAndHash(ctx, tree, opts)
 	if err != nil {
 		return "", err
@@ -114,7 +120,7 @@ func Commit(ctx context.Context, repo, tree string, opts Options) (string, error
 		return "", err
 	}
 	hexsum := hex.EncodeToString(csum[:])
-	if err := writeRef(repo, opts.Branch, hexsum); err != nil {
+	if err := writeRef(repo, tmpDir, opts.Branch, hexsum); err != nil {
 		return "", err
 	}
 	return hexsum, nil
@@ -201,12 +207,12 @@ func readRef(repo, ref string) ([]byte, error) {
 	return parent, nil
 }
 
-func writeRef(repo, ref, csum string) error {
+func writeRef(repo, tmpDir, ref, csum string) error {
 	path := filepath.Join(repo, "refs", "heads", ref)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("ostree commit: creating ref directory for %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-ref-")
+	tmp, err := os.CreateTemp(tmpDir, "bootlace-ref-")
 	if err != nil {
 		return fmt.Errorf("ostree commit: writing ref %s: %w", path, err)
 	}
@@ -244,11 +250,11 @@ type fileJob struct {
 }
 
 type writer struct {
-	repo, objects string
-	dev           uint64
-	fanout        [256]atomic.Bool
-	metaSeen      map[[32]byte]bool // metadata objects known to exist; walker goroutine only
-	files, bytes  atomic.Int64
+	objects, tmp string
+	dev          uint64
+	fanout       [256]atomic.Bool
+	metaSeen     map[[32]byte]bool // metadata objects known to exist; walker goroutine only
+	files, bytes atomic.Int64
 }
 
 // walkAndHash walks the tree on one goroutine, writing dirmeta objects,
@@ -555,7 +561,7 @@ func (w *writer) writeObject(s [32]byte, ext string, data []byte) error {
 	if _, err := os.Lstat(obj); err == nil {
 		return nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(obj), ".tmp-")
+	tmp, err := os.CreateTemp(w.tmp, "bootlace-obj-")
 	if err != nil {
 		return fmt.Errorf("ostree commit: writing %s: %w", obj, err)
 	}

@@ -226,6 +226,11 @@ var treeCases = []struct {
 		b.xattr("d", "user.dir", []byte("dirval"))
 		b.xattr(".", "user.root", []byte("rootval"))
 		b.file("d/same-content", []byte("x"), 0o644, 0, 0) // same bytes as f, other xattrs
+		b.xattr("d", "security.test", []byte("sec\x00"))
+		b.symlink("link-with-xattr", "f", 0, 0)
+		b.xattr("link-with-xattr", "trusted.overlay.test", []byte("y"))
+		b.file("empty-with-xattr", nil, 0o644, 0, 0)
+		b.xattr("empty-with-xattr", "user.only", []byte("1"))
 	}},
 	{"deep and unicode names", func(b builder) {
 		deep := ""
@@ -313,7 +318,9 @@ func TestCommitParentAndMetadata(t *testing.T) {
 	tmp := t.TempDir()
 	opts := baseOptions()
 	opts.Body = "a body\nwith lines"
-	opts.Metadata = []KV{{"zz", "1"}, {"aa", "2"}, {"mm", "ünï"}}
+	// Unsorted keys (ostree keeps command-line order) and a value big
+	// enough for 4-byte framing offsets in the commit object.
+	opts.Metadata = []KV{{"zz", "1"}, {"aa", "2"}, {"mm", "ünï"}, {"ostree.manifest", strings.Repeat("{}", 40000)}}
 	refRepo := newRepo(t, filepath.Join(tmp, "ref"))
 	repo := newRepo(t, filepath.Join(tmp, "go"))
 	for i, tc := range treeCases[1:3] {
