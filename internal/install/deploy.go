@@ -16,8 +16,8 @@ import (
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
-	"github.com/bootlace/bootlace/internal/ostreecommit"
 	"github.com/bootlace/bootlace/internal/imgref"
+	"github.com/bootlace/bootlace/internal/ostreecommit"
 	"github.com/bootlace/bootlace/internal/sandbox"
 	"golang.org/x/sys/unix"
 )
