@@ -84,6 +84,9 @@ func Commit(ctx context.Context, repo, tree string, opts Options) (string, error
 		// filesystems that would be a copy, which this writer does not do.
 		return "", fmt.Errorf("ostree commit: tree %s and repository %s are on different filesystems; stage the tree on the repository's filesystem", tree, repo)
 	}
+	if err := checkDisjoint(repo, tree); err != nil {
+		return "", err
+	}
 	parent, err := readRef(repo, opts.Branch)
 	if err != nil {
 		return "", err
@@ -124,6 +127,27 @@ func Commit(ctx context.Context, repo, tree string, opts Options) (string, error
 		return "", err
 	}
 	return hexsum, nil
+}
+
+// checkDisjoint refuses a tree that contains the repository or lies
+// inside it: consuming would move the repository into itself.
+func checkDisjoint(repo, tree string) error {
+	r, err := filepath.EvalSymlinks(repo)
+	if err == nil {
+		r, err = filepath.Abs(r)
+	}
+	t, err2 := filepath.EvalSymlinks(tree)
+	if err2 == nil {
+		t, err2 = filepath.Abs(t)
+	}
+	if err := errors.Join(err, err2); err != nil {
+		return fmt.Errorf("ostree commit: resolving paths: %w", err)
+	}
+	within := func(a, b string) bool { return a == b || strings.HasPrefix(a, b+string(filepath.Separator)) }
+	if within(r, t) || within(t, r) {
+		return fmt.Errorf("ostree commit: tree %s and repository %s overlap; stage the tree beside the repository", tree, repo)
+	}
+	return nil
 }
 
 func validateOptions(o *Options) error {

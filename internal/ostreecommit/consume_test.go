@@ -83,8 +83,11 @@ func TestCommitErrors(t *testing.T) {
 		archive bool
 		build   func(b builder)
 		ref     string
+		tree    string // relative to the sysroot; default "stage"
 		want    string
 	}{
+		{name: "tree contains the repository", tree: ".", want: "overlap"},
+		{name: "tree inside the repository", tree: "ostree/repo/tmp/stage", want: "overlap"},
 		{name: "archive repository", archive: true, want: "only bare repositories"},
 		{name: "invalid ref", ref: "../evil", want: "invalid ref name"},
 		{name: "fifo", build: func(b builder) {
@@ -103,7 +106,11 @@ func TestCommitErrors(t *testing.T) {
 				repo = filepath.Join(tmp, "archive")
 				run(t, "ostree", "init", "--mode=archive", "--repo="+repo)
 			}
-			stage := build(t, filepath.Join(tmp, "sys", "stage"), func(b builder) {
+			rel := tc.tree
+			if rel == "" {
+				rel = "stage"
+			}
+			stage := build(t, filepath.Join(tmp, "sys", rel), func(b builder) {
 				b.file("ok", []byte("ok"), 0o644, 0, 0)
 				if tc.build != nil {
 					tc.build(b)
