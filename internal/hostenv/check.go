@@ -23,6 +23,9 @@ type Request struct {
 	DeviceExists bool
 	// Loopback is to-disk --via-loopback, which needs /dev/loop-control.
 	Loopback bool
+	// Target is set for verbs that write to disks (not print-configuration):
+	// they need the host's /dev.
+	Target bool
 }
 
 // podmanRun is the documented invocation, quoted in hints.
@@ -53,6 +56,9 @@ func Check(f *Facts, r Request) error {
 		return usage(fmt.Errorf("bootlace runs %s without CAP_SYS_ADMIN, so it can neither mount nor partition", where),
 			"add --privileged to podman run: "+podmanRun)
 	}
+	if !r.Target {
+		return checkOwnImage(f, r, usage)
+	}
 	if f.DevFS != "devtmpfs" {
 		return usage(fmt.Errorf("/dev in the container is the engine's own %s, not the host's devtmpfs: the loop devices and partitions the install creates would not appear in it", orNothing(f.DevFS)),
 			"add -v /dev:/dev to podman run")
@@ -65,17 +71,19 @@ func Check(f *Facts, r Request) error {
 		return errs.New(errs.Target, "opening target device", r.Device, errors.New("no such device node in the container"),
 			"bind the host's /dev with -v /dev:/dev and check the device name (lsblk on the host)")
 	}
-	if !r.OwnImage {
-		return nil
-	}
 	return checkOwnImage(f, r, usage)
 }
 
+// checkOwnImage checks what installing the container's own image needs.
 func checkOwnImage(f *Facts, r Request, usage func(error, string) error) error {
+	if !r.OwnImage {
+		return nil
+	}
 	switch {
 	case f.Env == nil:
-		return usage(fmt.Errorf("no --source-imgref given, and the container engine left no %s naming the container's image", ContainerEnvPath),
-			"pass --source-imgref TRANSPORT:NAME; bootlace finds the container's own image only under podman")
+		return errs.New(errs.Usage, "choosing the image to install", "",
+			fmt.Errorf("no --source-imgref given, and no %s names a container image to install (container markers: %s)", ContainerEnvPath, strings.Join(f.Markers, ", ")),
+			"pass --source-imgref TRANSPORT:NAME, e.g. --source-imgref docker://quay.io/example/os:latest; bootlace finds the container's own image only under podman")
 	case f.Env.ImageID == "":
 		return usage(fmt.Errorf("no --source-imgref given, and %s names no image ID (podman writes it only for privileged containers)", ContainerEnvPath),
 			"add --privileged to podman run, or pass --source-imgref TRANSPORT:NAME")

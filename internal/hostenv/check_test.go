@@ -19,7 +19,7 @@ func goodContainer() *Facts {
 }
 
 func TestCheck(t *testing.T) {
-	own := Request{OwnImage: true, Loopback: true}
+	own := Request{OwnImage: true, Loopback: true, Target: true}
 	tests := []struct {
 		name     string
 		facts    func(f *Facts)
@@ -27,21 +27,23 @@ func TestCheck(t *testing.T) {
 		wantKind errs.Kind // 0 (Internal) means no error
 		wantIn   string    // in the error (message or hint)
 	}{
-		{"host, explicit source", func(f *Facts) { *f = Facts{} }, Request{Device: "/dev/vdb"}, 0, ""},
+		{"host, explicit source", func(f *Facts) { *f = Facts{} }, Request{Device: "/dev/vdb", Target: true}, 0, ""},
 		{"host, no source", func(f *Facts) { *f = Facts{} }, own, errs.Usage, "not running in a container"},
 		{"documented podman run", nil, own, 0, ""},
 		{"storage through PID 1 only", func(f *Facts) {
 			f.Storage = &Storage{GraphRoot: "/proc/1/root" + HostStorage, Driver: "vfs", Via: "host PID 1 (--pid=host)"}
 		}, own, 0, ""},
 		{"bound storage makes --pid=host unnecessary", func(f *Facts) { f.HostPID = false }, own, 0, ""},
-		{"explicit source in a container skips the image checks", func(f *Facts) { f.Env = nil; f.Storage = nil }, Request{Loopback: true}, 0, ""},
+		{"explicit source in a container skips the image checks", func(f *Facts) { f.Env = nil; f.Storage = nil }, Request{Loopback: true, Target: true}, 0, ""},
 		{"rootless=1", func(f *Facts) { f.Env.Rootless = true }, own, errs.Usage, "sudo podman run"},
 		{"user namespace", func(f *Facts) { f.UserNS = true }, own, errs.Usage, "rootless"},
 		{"no CAP_SYS_ADMIN", func(f *Facts) { f.CapSysAdmin = false }, own, errs.Usage, "--privileged"},
 		{"engine's own /dev", func(f *Facts) { f.DevFS = "tmpfs" }, own, errs.Usage, "-v /dev:/dev"},
+		{"print-configuration needs no /dev", func(f *Facts) { f.DevFS = "tmpfs"; f.LoopControl = false }, Request{OwnImage: true}, 0, ""},
+		{"print-configuration still needs the image", func(f *Facts) { f.DevFS = "tmpfs"; f.Storage = nil; f.HostPID = false }, Request{OwnImage: true}, errs.Usage, "--pid=host"},
 		{"no loop-control", func(f *Facts) { f.LoopControl = false }, own, errs.Usage, "-v /dev:/dev"},
-		{"no loop-control, not needed", func(f *Facts) { f.LoopControl = false }, Request{OwnImage: true, Device: "/dev/vdb", DeviceExists: true}, 0, ""},
-		{"target device absent", nil, Request{OwnImage: true, Device: "/dev/vdb"}, errs.Target, "-v /dev:/dev"},
+		{"no loop-control, not needed", func(f *Facts) { f.LoopControl = false }, Request{OwnImage: true, Device: "/dev/vdb", DeviceExists: true, Target: true}, 0, ""},
+		{"target device absent", nil, Request{OwnImage: true, Device: "/dev/vdb", Target: true}, errs.Target, "-v /dev:/dev"},
 		{"no .containerenv (docker)", func(f *Facts) { f.Env = nil; f.Markers = []string{"/.dockerenv"} }, own, errs.Usage, "--source-imgref"},
 		{"empty .containerenv (not privileged)", func(f *Facts) { f.Env = &ContainerEnv{} }, own, errs.Usage, "--privileged"},
 		{"bad image ID", func(f *Facts) { f.Env.ImageID = "../../etc" }, own, errs.Usage, "not a 64-digit"},
@@ -52,7 +54,7 @@ func TestCheck(t *testing.T) {
 			f.StorageSearched = []string{"/proc/1/root" + HostStorage}
 		}, own, errs.Usage, "-v /var/lib/containers:/var/lib/containers"},
 		{"started by ID", func(f *Facts) { f.Env.Image = "" }, own, errs.Usage, "--target-imgref"},
-		{"started by ID, --target-imgref given", func(f *Facts) { f.Env.Image = "" }, Request{OwnImage: true, Loopback: true, TargetImgref: true}, 0, ""},
+		{"started by ID, --target-imgref given", func(f *Facts) { f.Env.Image = "" }, Request{OwnImage: true, Loopback: true, TargetImgref: true, Target: true}, 0, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
