@@ -93,6 +93,10 @@ func checkOwnImage(f *Facts, r Request, usage func(error, string) error) error {
 	case f.UnsupportedDriver != "":
 		return usage(fmt.Errorf("the container's image is in %s containers-storage, which this build of bootlace cannot read", f.UnsupportedDriver),
 			"pass --source-imgref with a registry or archive copy of the image")
+	case f.Storage == nil && f.PID1Unreachable != "":
+		return usage(fmt.Errorf("the host's containers-storage cannot be reached through PID 1 (/proc/1/root: %s), and no %s is bound in holding image %s",
+			f.PID1Unreachable, HostStorage, short(f.Env.ImageID)),
+			"bind the host's storage with -v /var/lib/containers:/var/lib/containers")
 	case f.Storage == nil && !f.HostPID:
 		return usage(fmt.Errorf("PID 1 is in the container's own PID namespace, so the host's containers-storage (/proc/1/root%s) is out of reach, and no %s is bound in holding image %s",
 			HostStorage, HostStorage, short(f.Env.ImageID)),

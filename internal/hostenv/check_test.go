@@ -49,6 +49,11 @@ func TestCheck(t *testing.T) {
 		{"bad image ID", func(f *Facts) { f.Env.ImageID = "../../etc" }, own, errs.Usage, "not a 64-digit"},
 		{"btrfs storage", func(f *Facts) { f.Storage = nil; f.UnsupportedDriver = "btrfs" }, own, errs.Usage, "btrfs"},
 		{"no --pid=host and nothing bound", func(f *Facts) { f.Storage = nil; f.HostPID = false }, own, errs.Usage, "--pid=host"},
+		{"PID 1 shielded", func(f *Facts) {
+			f.Storage = nil
+			f.HostPID = false
+			f.PID1Unreachable = "permission denied"
+		}, own, errs.Usage, "-v /var/lib/containers:/var/lib/containers"},
 		{"host storage elsewhere", func(f *Facts) {
 			f.Storage = nil
 			f.StorageSearched = []string{"/proc/1/root" + HostStorage}

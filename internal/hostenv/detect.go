@@ -46,6 +46,9 @@ type Facts struct {
 	// is the host's init: the container shares the host's PID namespace
 	// (--pid=host). Outside a container it is meaningless.
 	HostPID bool
+	// PID1Unreachable says why PID 1's root could not be inspected (e.g.
+	// "permission denied" when PID 1 is shielded from ptrace); "" when it was.
+	PID1Unreachable string
 	// CapSysAdmin is CAP_SYS_ADMIN in the effective set (--privileged).
 	CapSysAdmin bool
 	// UserNS is set when bootlace's user namespace is not the initial one
@@ -100,7 +103,7 @@ func Detect(root string, getenv func(string) string) (*Facts, error) {
 	}
 	f.InContainer = len(f.Markers) > 0
 
-	if f.HostPID, err = differentRoots(at("/"), at(hostPID1Root)); err != nil {
+	if f.HostPID, f.PID1Unreachable, err = differentRoots(at("/"), at(hostPID1Root)); err != nil {
 		return nil, err
 	}
 	if f.CapSysAdmin, err = hasCap(at("/proc/self/status"), unix.CAP_SYS_ADMIN); err != nil {
@@ -172,20 +175,20 @@ func isDir(p string) bool {
 // differentRoots reports whether PID 1's root directory is another
 // directory than ours. In a private PID namespace PID 1 is the container's
 // own init and shares its root; with --pid=host it is the host's init.
-func differentRoots(ours, pid1 string) (bool, error) {
+// When PID 1's root cannot be inspected, unreachable says why: it is then
+// no way to the host's storage either, whatever the PID namespace.
+func differentRoots(ours, pid1 string) (different bool, unreachable string, err error) {
 	var a, b unix.Stat_t
 	if err := unix.Stat(ours, &a); err != nil {
-		return false, fmt.Errorf("inspecting %s: %w", ours, err)
+		return false, "", fmt.Errorf("inspecting %s: %w", ours, err)
 	}
 	if err := unix.Stat(pid1, &b); err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-			// No /proc, or PID 1 out of reach: it is not a host init we
-			// could use either.
-			return false, nil
+			return false, err.Error(), nil
 		}
-		return false, fmt.Errorf("inspecting %s: %w", pid1, err)
+		return false, "", fmt.Errorf("inspecting %s: %w", pid1, err)
 	}
-	return a.Dev != b.Dev || a.Ino != b.Ino, nil
+	return a.Dev != b.Dev || a.Ino != b.Ino, "", nil
 }
 
 // hasCap reads the effective capability set from a /proc/PID/status file.

@@ -148,6 +148,7 @@ func TestInContainerPodman(t *testing.T) {
 		opts []string
 		flag string
 	}{
+		{[]string{"-v", diskDir + ":" + diskDir}, "--privileged"},
 		{[]string{"--privileged", "-v", "/dev:/dev", "-v", diskDir + ":" + diskDir}, "--pid=host"},
 		{append([]string{"--privileged", "--pid=host", "-v", diskDir + ":" + diskDir}, storageBind...), "-v /dev:/dev"},
 	} {
