@@ -276,8 +276,13 @@ func (r *run) writeAleph(t *target, im *fetch.Image, selinux string) error {
 	tref := targetRef(r.opts)
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
+	image := im.Source.Name
+	if d := r.opts.Detected; d != nil && d.Image != "" {
+		// The image the container ran, not the storage path it was read from.
+		image = d.Image
+	}
 	aleph := map[string]any{
-		"image":        im.Source.Name,
+		"image":        image,
 		"digest":       im.ManifestDigest.String(),
 		"target-image": tref.Name,
 		"kernel":       unix.ByteSliceToString(uts.Release[:]),

@@ -55,7 +55,8 @@ func newRun(verb string, opts Options) *run {
 	if sink == nil {
 		sink = event.Discard{}
 	}
-	return &run{verb: verb, opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{}}}
+	return &run{verb: verb, opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{},
+		SourceDetection: opts.Detected}}
 }
 
 func (r *run) em(phase string) event.Emitter { return event.Emitter{Sink: r.sink, Phase: phase} }
