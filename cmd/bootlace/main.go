@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/bootlace/bootlace/internal/cli"
+	"github.com/bootlace/bootlace/internal/errs"
+	"github.com/bootlace/bootlace/internal/hostenv"
 	"github.com/bootlace/bootlace/internal/privatens"
 	"github.com/bootlace/bootlace/internal/sandbox"
 	"github.com/sirupsen/logrus"
@@ -26,8 +28,7 @@ func main() {
 	}
 	reexeced, code, err := privatens.Enter()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		os.Exit(enterFailed(err))
 	}
 	if reexeced {
 		os.Exit(code)
@@ -39,4 +40,18 @@ func main() {
 	code = cli.Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// enterFailed reports a failure to enter the private mount namespace. In
+// a container the cause is nearly always a missing privilege, so the
+// container check's error, naming the podman flag, replaces the bare one.
+func enterFailed(err error) int {
+	if f, derr := hostenv.Detect("/", os.Getenv); derr == nil {
+		if cerr := hostenv.Check(f, hostenv.Request{}); cerr != nil {
+			fmt.Fprintf(os.Stderr, "error: %v\n", cerr)
+			return errs.KindOf(cerr).ExitCode()
+		}
+	}
+	fmt.Fprintln(os.Stderr, "error:", err)
+	return 1
 }

@@ -43,7 +43,7 @@ type common struct {
 
 func (c *common) register(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&c.sourceImgref, "source-imgref", "", "image to install, as TRANSPORT:NAME (docker://, oci:, oci-archive:, docker-archive:, containers-storage:, dir:)")
+	f.StringVar(&c.sourceImgref, "source-imgref", "", "image to install, as TRANSPORT:NAME (docker://, oci:, oci-archive:, docker-archive:, containers-storage:, dir:); default inside a podman container: the container's own image, from the host's containers-storage")
 	f.StringVar(&c.targetImgref, "target-imgref", "", "image name recorded for updates (default: the source name)")
 	f.StringVar(&c.targetTransport, "target-transport", "registry", "transport recorded for updates")
 	f.StringVar(&c.stateroot, "stateroot", "", "ostree stateroot (default: the image's install config, else \"default\")")
@@ -83,11 +83,11 @@ func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 	if err != nil {
 		return o, err
 	}
-	if c.sourceImgref == "" {
-		return o, errs.New(errs.Usage, "choosing the image to install", "", errors.New("no --source-imgref given"),
-			"pass --source-imgref TRANSPORT:NAME, e.g. --source-imgref docker://quay.io/example/os:latest or --source-imgref oci-archive:/path/image.tar")
+	srcRef, detectedTarget, detected, err := c.sourceFromEnvironment(cmd)
+	if err != nil {
+		return o, err
 	}
-	src, err := imgref.Parse(c.sourceImgref)
+	src, err := imgref.Parse(srcRef)
 	if err != nil {
 		return o, errs.New(errs.Usage, "parsing --source-imgref", "", err, "")
 	}
@@ -105,7 +105,12 @@ func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 	default:
 		return o, errs.New(errs.Usage, "parsing --bound-images", "", fmt.Errorf("unknown mode %q", c.boundImages), "use stored, pull or skip")
 	}
-	o = install.Options{Source: src, TargetImgref: c.targetImgref, TargetTransport: tt, Stateroot: c.stateroot,
+	targetImgref := c.targetImgref
+	if detected != nil {
+		targetImgref = detectedTarget
+		event.Emitter{Sink: sink, Phase: "resolve"}.Info(describe(detected))
+	}
+	o = install.Options{Source: src, TargetImgref: targetImgref, TargetTransport: tt, Stateroot: c.stateroot, Detected: detected,
 		Kargs: c.kargs, KargDeletes: c.kargDeletes, DisableSELinux: c.disableSELinux, GenericImage: c.genericImage,
 		Bootloader: c.bootloader, RootSSHKeysFile: c.rootSSHKeys, DryRun: c.dryRun,
 		Fetch: fetch.Options{AuthFile: c.authfile, CertDir: c.certDir, Creds: c.creds, SignaturePolicy: c.sigPolicy, RegistriesDir: c.registriesDir,

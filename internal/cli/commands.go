@@ -79,6 +79,11 @@ With --via-loopback, DEVICE is a disk image file.`,
   bootlace install to-disk --via-loopback --source-imgref oci-archive:os.tar \
       --target-imgref quay.io/example/os:latest disk.raw
 
+  # Inside the image's own container: the source is the container's image
+  podman run --rm --privileged --pid=host -v /dev:/dev -v /var/lib/containers:/var/lib/containers \
+      -v /usr/local/bin/bootlace:/usr/bin/bootlace:ro quay.io/example/os:latest \
+      bootlace install to-disk --wipe /dev/vdb
+
   # Machine-readable progress on fd 3 and a JSON report on stdout
   bootlace install to-disk --progress-fd 3 --json --source-imgref oci:/srv/os /dev/vdb 3>progress.jsonl`,
 		Args: exactArgs(1, "one DEVICE"),

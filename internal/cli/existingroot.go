@@ -38,10 +38,10 @@ Targeting the booted root prints a warning and waits 20 seconds (Ctrl-C cancels)
 		Example: `  # Replace the running system with an image at the next boot
   bootlace install to-existing-root --source-imgref docker://quay.io/example/os:latest
 
-  # The same from the image's own container
-  podman run --rm --privileged --pid=host -v /dev:/dev \
+  # The same from the image's own container, as with bootc (the source is the container's image)
+  podman run --rm --privileged --pid=host -v /dev:/dev -v /var/lib/containers:/var/lib/containers \
       -v /usr/local/bin/bootlace:/usr/bin/bootlace:ro quay.io/example/os:latest \
-      bootlace install to-existing-root --source-imgref docker://quay.io/example/os:latest
+      bootlace install to-existing-root
 
   # A system whose root is mounted at /mnt, and what the install would do
   bootlace install to-existing-root --dry-run --source-imgref oci-archive:os.tar /mnt`,

@@ -17,6 +17,7 @@ import (
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/imgref"
+	"github.com/bootlace/bootlace/internal/ostreecommit"
 	"github.com/bootlace/bootlace/internal/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -75,7 +76,6 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 		return nil, errs.New(errs.Usage, "computing ostree ref for", tref.String(), err, "")
 	}
 	phys := t.physRoot
-	sysStage := filepath.Join(sysrootMount, strings.TrimPrefix(stage, phys))
 	repo := sysrootMount + "/ostree/repo"
 	// The image's ostree runs from a hard-link view of the stage, so that
 	// the commit can consume (move, not copy) the staged files.
@@ -107,36 +107,10 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 	}
 
 	em.Info("committing the image tree")
-	commitArgs := []string{"ostree", "--repo=" + repo, "commit", "--branch=" + ostreeRef,
-		"--tree=dir=" + sysStage, "--consume", "--no-bindings", "--fsync=false",
-		"--subject=" + im.Source.String(),
-		"--add-metadata-string=ostree.manifest-digest=" + im.ManifestDigest.String(),
-		"--add-metadata-string=ostree.manifest=" + string(im.Manifest),
-		"--add-metadata-string=ostree.container.image-config=" + string(im.ConfigJSON),
-		"--add-metadata-string=ostree.importer.version=bootlace",
-	}
-	if plan.SELinux.Label {
-		// Labels come from the image's own policy (its /etc is the
-		// sandbox's /etc), never from the host's.
-		commitArgs = append(commitArgs, "--selinux-policy=/")
-	}
-	if v := imageVersion(im); v != "" {
-		commitArgs = append(commitArgs, "--add-metadata-string=version="+v)
-	}
-	if ts := im.Config.Created; ts != nil && !ts.IsZero() {
-		commitArgs = append(commitArgs, "--timestamp="+ts.UTC().Format(time.RFC3339))
-	}
-	for _, a := range commitArgs {
-		// The kernel refuses a single argument over 128 KiB.
-		if len(a) > 128<<10-1 {
-			return nil, errs.New(errs.Image, "committing image", im.Source.String(), errors.New("the image manifest or config is larger than 128 KiB"), "")
-		}
-	}
-	out, err := run(commitArgs...)
+	commit, err := r.commit(ctx, em, run, phys, stage, im, ostreeRef, plan)
 	if err != nil {
 		return nil, err
 	}
-	commit := strings.TrimSpace(string(out))
 
 	// The origin tells ostree and bootc where updates come from.
 	originPath := filepath.Join(phys, workDirName, "origin")
@@ -163,6 +137,63 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 		return nil, err
 	}
 	return d, nil
+}
+
+// commit writes the staged tree into the repository as the ostree commit
+// bootc's container import makes, consuming the stage. Without SELinux
+// labels the Go writer does it (same commit checksum as ostree commit,
+// files hashed in parallel); labels need the image's ostree and policy.
+func (r *run) commit(ctx context.Context, em event.Emitter, run func(...string) ([]byte, error), phys, stage string, im *fetch.Image, ostreeRef string, plan *Plan) (string, error) {
+	meta := []ostreecommit.KV{
+		{Key: "ostree.manifest-digest", Value: im.ManifestDigest.String()},
+		{Key: "ostree.manifest", Value: string(im.Manifest)},
+		{Key: "ostree.container.image-config", Value: string(im.ConfigJSON)},
+		{Key: "ostree.importer.version", Value: "bootlace"},
+	}
+	if v := imageVersion(im); v != "" {
+		meta = append(meta, ostreecommit.KV{Key: "version", Value: v})
+	}
+	var ts time.Time
+	if c := im.Config.Created; c != nil && !c.IsZero() {
+		ts = c.UTC()
+	}
+	if !plan.SELinux.Label {
+		start := time.Now()
+		var files, bytes int64
+		sum, err := ostreecommit.Commit(ctx, filepath.Join(phys, "ostree/repo"), stage, ostreecommit.Options{
+			Branch: ostreeRef, Subject: im.Source.String(), Metadata: meta, Timestamp: ts,
+			Progress: func(f, b int64) { files, bytes = f, b },
+		})
+		if err != nil {
+			return "", errs.New(errs.Target, "committing image", im.Source.String(), err, "")
+		}
+		em.Info(fmt.Sprintf("committed %d files (%d MiB) in %s", files, bytes>>20, time.Since(start).Round(time.Millisecond)))
+		return sum, nil
+	}
+	args := []string{"ostree", "--repo=" + sysrootMount + "/ostree/repo", "commit", "--branch=" + ostreeRef,
+		"--tree=dir=" + filepath.Join(sysrootMount, strings.TrimPrefix(stage, phys)), "--consume", "--no-bindings", "--fsync=false",
+		"--subject=" + im.Source.String(),
+		// Labels come from the image's own policy (its /etc is the
+		// sandbox's /etc), never from the host's.
+		"--selinux-policy=/",
+	}
+	for _, kv := range meta {
+		args = append(args, "--add-metadata-string="+kv.Key+"="+kv.Value)
+	}
+	if !ts.IsZero() {
+		args = append(args, "--timestamp="+ts.Format(time.RFC3339))
+	}
+	for _, a := range args {
+		// The kernel refuses a single argument over 128 KiB.
+		if len(a) > 128<<10-1 {
+			return "", errs.New(errs.Image, "committing image", im.Source.String(), errors.New("the image manifest or config is larger than 128 KiB"), "")
+		}
+	}
+	out, err := run(args...)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 func imageVersion(im *fetch.Image) string {
@@ -245,8 +276,13 @@ func (r *run) writeAleph(t *target, im *fetch.Image, selinux string) error {
 	tref := targetRef(r.opts)
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
+	image := im.Source.Name
+	if d := r.opts.Detected; d != nil && d.Image != "" {
+		// The image the container ran, not the storage path it was read from.
+		image = d.Image
+	}
 	aleph := map[string]any{
-		"image":        im.Source.Name,
+		"image":        image,
 		"digest":       im.ManifestDigest.String(),
 		"target-image": tref.Name,
 		"kernel":       unix.ByteSliceToString(uts.Release[:]),

@@ -55,7 +55,8 @@ func newRun(verb string, opts Options) *run {
 	if sink == nil {
 		sink = event.Discard{}
 	}
-	return &run{verb: verb, opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{}}}
+	return &run{verb: verb, opts: opts, sink: sink, report: &Report{Phases: map[string]string{}, phaseStart: map[string]time.Time{},
+		SourceDetection: opts.Detected}}
 }
 
 func (r *run) em(phase string) event.Emitter { return event.Emitter{Sink: r.sink, Phase: phase} }
@@ -180,9 +181,9 @@ func kernelsIn(root string) ([]string, error) {
 	return out, nil
 }
 
-// assemble applies the fetched layers into stage, checking each layer's
-// diff ID as it goes.
-func assemble(ctx context.Context, im *fetch.Image, stage string, em event.Emitter) error {
+// assemble applies the layers into stage, each as soon as pull has it
+// verified in the store, checking each layer's diff ID as it goes.
+func assemble(ctx context.Context, im *fetch.Image, store *fetch.Store, pull *fetch.Pull, stage string, em event.Emitter) error {
 	if err := os.RemoveAll(stage); err != nil {
 		return fmt.Errorf("clearing stage %s: %w", stage, err)
 	}
@@ -195,7 +196,10 @@ func assemble(ctx context.Context, im *fetch.Image, stage string, em event.Emitt
 	}
 	defer ap.Close()
 	for i, l := range im.Layers {
-		if err := applyBlob(ctx, ap, im.Store, l, em); err != nil {
+		if err := pull.Layer(ctx, i); err != nil {
+			return err
+		}
+		if err := applyBlob(ctx, ap, store, l, em); err != nil {
 			return fmt.Errorf("layer %d of %d: %w", i+1, len(im.Layers), err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/layer/layertest"
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -214,5 +215,29 @@ func TestSpaceCheck(t *testing.T) {
 	err = spaceCheck(dir, im(100<<20), store)
 	if errs.KindOf(err) != errs.Target || !strings.Contains(err.Error(), "MiB free") {
 		t.Errorf("100 MiB image on 16 MiB: %v", err)
+	}
+}
+
+func TestCheckDetected(t *testing.T) {
+	cfg := []byte(`{"architecture":"amd64"}`)
+	id := digest.FromBytes(cfg).Encoded()
+	im := &fetch.Image{ConfigJSON: cfg}
+	tests := []struct {
+		name string
+		d    *SourceDetection
+		ok   bool
+	}{
+		{"explicit source", nil, true},
+		{"the container's image", &SourceDetection{ImageID: id, Storage: "/var/lib/containers/storage"}, true},
+		{"another image", &SourceDetection{ImageID: strings.Repeat("0", 64), Storage: "/var/lib/containers/storage"}, false},
+	}
+	for _, tc := range tests {
+		err := checkDetected(im, tc.d)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: error %v", tc.name, err)
+		}
+		if err != nil && errs.KindOf(err) != errs.Fetch {
+			t.Errorf("%s: kind %v, want fetch", tc.name, errs.KindOf(err))
+		}
 	}
 }

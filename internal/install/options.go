@@ -37,6 +37,31 @@ type Options struct {
 	DryRun bool
 	// WorkDir overrides where host-side scratch files go (default os.TempDir()).
 	WorkDir string
+	// Detected is set when Source was chosen from the environment (no
+	// --source-imgref): the opened image's config must hash to its image
+	// ID, and it is reported in the plan and the report.
+	Detected *SourceDetection
+}
+
+// SourceDetection records how the source image was found when no
+// --source-imgref was given: the container bootlace runs in, and the
+// host's containers-storage holding that container's image.
+type SourceDetection struct {
+	// Environment is where bootlace found itself: "container".
+	Environment string `json:"environment"`
+	// Engine, Container and Image are /run/.containerenv's engine, name and
+	// image (the name as the engine recorded it).
+	Engine    string `json:"engine,omitempty"`
+	Container string `json:"container,omitempty"`
+	Image     string `json:"image,omitempty"`
+	// ImageID is the image's ID (its config digest, hex), checked against
+	// the image read from the storage.
+	ImageID string `json:"image-id"`
+	// Storage, Driver and Via say where the image was read: the graph root
+	// as bootlace sees it, its driver, and how it is reached.
+	Storage string `json:"storage"`
+	Driver  string `json:"driver"`
+	Via     string `json:"via"`
 }
 
 // DiskOptions are to-disk's.
@@ -87,5 +112,7 @@ type Report struct {
 	Phases         map[string]string `json:"phase-durations"`
 	Warnings       []string          `json:"warnings,omitempty"`
 	Plan           *Plan             `json:"plan,omitempty"`
-	phaseStart     map[string]time.Time
+	// SourceDetection is set when the source was found in the environment.
+	SourceDetection *SourceDetection `json:"source-detection,omitempty"`
+	phaseStart      map[string]time.Time
 }

@@ -40,6 +40,9 @@ type Plan struct {
 	BoundImages []string         `json:"bound-images"`
 	Config      []PlanConfigFile `json:"install-config-sources"`
 	Tools       []PlanTool       `json:"tools"`
+	// SourceDetection says how the source was found when no
+	// --source-imgref was given (an install inside the image's container).
+	SourceDetection *SourceDetection `json:"source-detection,omitempty"`
 }
 
 // PlanImage describes the source image and the reference recorded for updates.
@@ -170,7 +173,7 @@ func computePlan(verb string, opts Options, f *imageFacts, t *target, layout []P
 	if err != nil {
 		return nil, errs.New(errs.Usage, "computing ostree ref for", tref.String(), err, "")
 	}
-	p := &Plan{Version: PlanVersion, Verb: verb, Config: f.sources, BoundImages: f.boundImages}
+	p := &Plan{Version: PlanVersion, Verb: verb, Config: f.sources, BoundImages: f.boundImages, SourceDetection: opts.Detected}
 	p.Image = PlanImage{Source: f.im.Source.String(), ManifestDigest: f.im.ManifestDigest.String(),
 		Architecture: f.im.Config.Architecture, Labels: f.im.Config.Config.Labels, Kernel: f.kernel,
 		Target: tref.String(), Origin: tref.Origin(opts.Fetch.EnforceSigPolicy), OstreeRef: oref}

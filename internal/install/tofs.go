@@ -17,6 +17,7 @@ import (
 	"github.com/bootlace/bootlace/internal/fsinfo"
 	"github.com/bootlace/bootlace/internal/kargs"
 	"github.com/bootlace/bootlace/internal/mount"
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -149,11 +150,32 @@ func (r *run) openSource(ctx context.Context, physRoot string) (*fetch.Source, e
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDetected(src.Image, r.opts.Detected); err != nil {
+		src.Close()
+		return nil, err
+	}
 	if err := checkImageConfig(src.Image); err != nil {
 		src.Close()
 		return nil, err
 	}
 	return src, nil
+}
+
+// checkDetected verifies that the image read from the storage is the one
+// the container engine started: its config hashes to the engine's image ID.
+// The manifest lists that config digest and every layer is then checked
+// against the config's diff IDs, so the whole image is pinned to the ID.
+func checkDetected(im *fetch.Image, d *SourceDetection) error {
+	if d == nil {
+		return nil
+	}
+	got := digest.FromBytes(im.ConfigJSON)
+	if got.Encoded() != d.ImageID {
+		return errs.New(errs.Fetch, "verifying the container's image in", d.Storage,
+			fmt.Errorf("its config hashes to %s, but the container runs image ID %s", got, d.ImageID),
+			"the storage changed under the running container; start the container again, or pass --source-imgref")
+	}
+	return nil
 }
 
 func mountSource(dir string) (string, error) {
@@ -167,7 +189,11 @@ func mountSource(dir string) (string, error) {
 // inspectMountedRoot checks a to-filesystem target and derives the root
 // setup: UUIDs, kernel arguments and the /boot mount spec.
 func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
-	root := fo.Root
+	// The sandbox and ostree need absolute paths; users type relative ones.
+	root, err := filepath.Abs(fo.Root)
+	if err != nil {
+		return nil, errs.New(errs.Usage, "resolving target path", fo.Root, err, "")
+	}
 	fi, err := os.Stat(root)
 	if err != nil || !fi.IsDir() {
 		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a directory"), "pass the mount point of the target's root filesystem")
