@@ -190,6 +190,9 @@ func formatAt(dev string, offset, size uint64, label string, id [4]byte, useFAT3
 			return "", fmt.Errorf("formatting ESP on %s: writing volume ID: %w", dev, err)
 		}
 	}
+	if err := fitFAT(f, int64(offset)); err != nil {
+		return "", fmt.Errorf("formatting ESP on %s: %w", dev, err)
+	}
 	if err := repair(f, int64(offset)); err != nil {
 		return "", fmt.Errorf("formatting ESP on %s: %w", dev, err)
 	}

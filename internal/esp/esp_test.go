@@ -67,6 +67,9 @@ func TestFormatAndWrite(t *testing.T) {
 		{"512MiB", 512 << 20, "FAT32"},
 		{"40MiB", 40 << 20, "FAT32"},
 		{"16MiB", 16 << 20, "FAT16"},
+		// Sizes where go-diskfs makes the FAT a few entries short.
+		{"64MiB", 64 << 20, "FAT32"},
+		{"505MiB", 505 << 20, "FAT32"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := sparseFile(t, tc.size)

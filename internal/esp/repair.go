@@ -285,3 +285,59 @@ func (v *fatVolume) hasFSInfo(sec int64) bool {
 	}
 	return string(b[0:4]) == "RRaA" && string(b[484:488]) == "rrAa"
 }
+
+// fitFAT lowers the BPB's sector count when the FAT go-diskfs sized cannot
+// address every cluster of the data area (it happens at some sizes, such
+// as exactly 64 or 505 MiB): the volume loses the last few clusters
+// instead of being unusable. Both boot sectors are updated.
+func fitFAT(f *os.File, offset int64) error {
+	bs := make([]byte, 512)
+	if _, err := f.ReadAt(bs, offset); err != nil {
+		return fmt.Errorf("reading boot sector: %w", err)
+	}
+	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
+	spc := int64(bs[13])
+	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
+	numFATs := int64(bs[16])
+	rootEnts := int64(binary.LittleEndian.Uint16(bs[17:]))
+	total16 := int64(binary.LittleEndian.Uint16(bs[19:]))
+	total := total16
+	if total == 0 {
+		total = int64(binary.LittleEndian.Uint32(bs[32:]))
+	}
+	fatSectors := int64(binary.LittleEndian.Uint16(bs[22:]))
+	entrySize := int64(2)
+	backup := int64(-1)
+	if fatSectors == 0 {
+		fatSectors = int64(binary.LittleEndian.Uint32(bs[36:]))
+		entrySize = 4
+		backup = int64(binary.LittleEndian.Uint16(bs[50:]))
+	}
+	if bps == 0 || spc == 0 || numFATs == 0 || fatSectors == 0 {
+		return errors.New("invalid BPB")
+	}
+	dataSector := reserved + numFATs*fatSectors + (rootEnts*32+bps-1)/bps
+	clusters := (total - dataSector) / spc
+	maxClusters := fatSectors*bps/entrySize - 2
+	if clusters <= maxClusters {
+		return nil
+	}
+	if (entrySize == 4 && maxClusters < 65525) || (entrySize == 2 && maxClusters < 4085) {
+		return fmt.Errorf("FAT of %d sectors cannot address enough clusters", fatSectors)
+	}
+	newTotal := dataSector + maxClusters*spc
+	if total16 != 0 {
+		binary.LittleEndian.PutUint16(bs[19:], uint16(newTotal))
+	} else {
+		binary.LittleEndian.PutUint32(bs[32:], uint32(newTotal))
+	}
+	for _, sector := range []int64{0, backup} {
+		if sector < 0 {
+			continue
+		}
+		if _, err := f.WriteAt(bs, offset+sector*bps); err != nil {
+			return fmt.Errorf("writing boot sector: %w", err)
+		}
+	}
+	return nil
+}
