@@ -195,7 +195,8 @@ contender_tar-x() {
 # --- the rounds --------------------------------------------------------------------------
 results=$out/runs.x$scale.jsonl
 : >"$results"
-rm -f "$out/logs/tree-stats" "$out/bootlace.cpu.pprof"
+rm -f "$out/logs/tree-stats"
+((profile == 1)) && rm -f "$out/bootlace.cpu.pprof" "$out/pprof-top.txt"
 log "image $version: ${#layers[@]} layers, $((compressed_bytes >> 20)) MiB compressed; $rounds round(s) of: ${contenders[*]}"
 for ((r = 1; r <= rounds; r++)); do
 	for c in "${contenders[@]}"; do
@@ -268,7 +269,7 @@ cp "$out/results.x$scale.json" "$out/results.json"
 } | tee "$out/results.x$scale.txt"
 cp "$out/results.x$scale.txt" "$out/results.txt"
 
-if [[ -s $out/bootlace.cpu.pprof ]]; then
+if ((profile == 1)) && [[ -s $out/bootlace.cpu.pprof ]]; then
 	go tool pprof -top -nodecount=40 bin/bootlace "$out/bootlace.cpu.pprof" >"$out/pprof-top.txt" 2>&1 ||
 		log "go tool pprof failed; see $out/pprof-top.txt"
 	log "CPU profile: $out/bootlace.cpu.pprof; top: $out/pprof-top.txt"
