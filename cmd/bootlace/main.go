@@ -33,12 +33,20 @@ func main() {
 	if reexeced {
 		os.Exit(code)
 	}
+	// Only here, in the process that does the work: the parent above just
+	// waits for it, and both would write the same file.
+	stopProfile, err := startCPUProfile(os.Getenv(profileEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
 	// containers/image logs retries and reconnects at info level; bootlace
 	// reports what matters through its own events.
 	logrus.SetLevel(logrus.WarnLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code = cli.Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	stopProfile()
 	os.Exit(code)
 }
 
