@@ -181,6 +181,12 @@ func kernelsIn(root string) ([]string, error) {
 	return out, nil
 }
 
+// writebackMin is the file size from which assemble starts writing a file
+// to disk right away: the bytes of an image are mostly in such files, and
+// the few system calls for them are cheap next to a final sync that would
+// otherwise write the whole tree while nothing else happens.
+const writebackMin = 256 << 10
+
 // assemble applies the layers into stage, each as soon as pull has it
 // verified in the store, checking each layer's diff ID as it goes.
 func assemble(ctx context.Context, im *fetch.Image, store *fetch.Store, pull *fetch.Pull, stage string, em event.Emitter) error {
@@ -190,7 +196,7 @@ func assemble(ctx context.Context, im *fetch.Image, store *fetch.Store, pull *fe
 	if err := os.MkdirAll(stage, 0o755); err != nil {
 		return fmt.Errorf("creating stage %s: %w", stage, err)
 	}
-	ap, err := layer.NewApplier(stage, layer.Options{Ostree: true, Warn: em.Warn})
+	ap, err := layer.NewApplier(stage, layer.Options{Ostree: true, Writeback: writebackMin, Warn: em.Warn})
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,11 @@ type Options struct {
 	// MaxBytes bounds the uncompressed size consumed from each layer
 	// (decompression bombs); 0 = no bound.
 	MaxBytes int64
+	// Writeback starts the disk write of every file of at least this many
+	// bytes as soon as it is written (sync_file_range, asynchronous), so
+	// the disk works while later files are decompressed instead of all at
+	// the final sync; 0 leaves writeback to the kernel.
+	Writeback int64
 	// Warn is called for dropped entries (device nodes, FIFOs, sockets),
 	// dropped xattrs and xattrs the filesystem refuses. May be nil.
 	Warn func(msg string)
@@ -438,6 +443,10 @@ func (a *Applier) fill(fd int, hdr *tar.Header, tr *tar.Reader, d dirEnt, mode u
 			}
 			return written, fmt.Errorf("reading file data: %w", err)
 		}
+	}
+	if a.opts.Writeback > 0 && written >= a.opts.Writeback {
+		// Only a hint: an error here changes nothing about the file.
+		_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	chown, chmod := a.ownership(d, hdr, mode, false)
 	if chown {

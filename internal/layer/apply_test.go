@@ -44,6 +44,16 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{
+			name: "early writeback changes nothing in the tree",
+			opts: Options{Writeback: 1},
+			layers: [][]lt.Entry{
+				{lt.File("usr/big", strings.Repeat("b", 300<<10)), lt.File("usr/small", "s")},
+				{lt.File("usr/big", "replaced"), lt.Hardlink("usr/h", "usr/small")},
+			},
+			want:  map[string]string{"usr": "dir", "usr/big": "file:replaced", "usr/small": "file:s", "usr/h": "file:s"},
+			exact: true,
+		},
+		{
 			name: "whiteout after same-named entry applies to lower only",
 			layers: [][]lt.Entry{
 				{lt.Dir("etc"), lt.File("etc/issue", "old"), lt.File("etc/motd", "m")},
