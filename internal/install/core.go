@@ -147,6 +147,12 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 	r.report.BootUUID = t.bootUUID
 	r.report.Filesystem = t.rootFSType
 
+	if err := r.phase(ctx, "bound-images", func(em event.Emitter) error {
+		return r.installBoundImages(ctx, em, j, t, d, plan)
+	}); err != nil {
+		return err
+	}
+
 	if err := r.phase(ctx, "bootloader", func(em event.Emitter) error {
 		return r.installBootloader(ctx, em, t, d, plan.Bootloader.Backend)
 	}); err != nil {
