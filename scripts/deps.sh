@@ -10,6 +10,8 @@ pkgs=(
 	# test bed: fixture images, QEMU boots, loopback registry
 	debootstrap debian-archive-keyring qemu-system-x86 ovmf
 	docker-registry apache2-utils openssl skopeo
+	# bound images: the test checks the target's store with podman (and runs a container)
+	podman
 	# integration tests compare against the real tools
 	ostree e2fsprogs xfsprogs dosfstools mtools fdisk gdisk util-linux
 	grub-efi-amd64-bin grub-pc-bin grub2-common

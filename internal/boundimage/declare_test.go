@@ -43,7 +43,7 @@ func TestList(t *testing.T) {
 		"usr/share/containers/systemd/db.container": "[Unit]\nDescription=db\n[Container]\nImage=quay.io/x/db:2\nExec=x\n",
 		// A staged tree keeps /etc at /usr/etc.
 		"usr/etc/containers/systemd/web.container": "[Container]\n# comment\nImage = quay.io/x/web:3\n",
-		"usr/lib/bootc/bound-images.d/README":       "ignored: not .image or .container",
+		"usr/lib/bootc/bound-images.d/README":      "ignored: not .image or .container",
 	}, map[string]string{
 		"app.image":     "/usr/share/containers/systemd/app.image",
 		"db.container":  "../../../share/containers/systemd/db.container",
@@ -108,7 +108,7 @@ func TestParseQuadlet(t *testing.T) {
 		src, ext, want string
 	}{
 		{"[Image]\nImage=a:1\n", ".image", "a:1"},
-		{"[Image]\nImage=a:1\nImage=b:2\n", ".image", "b:2"},                       // last assignment wins
+		{"[Image]\nImage=a:1\nImage=b:2\n", ".image", "b:2"},                             // last assignment wins
 		{"[Container]\nImage=quay.io/x/\\\n  app:1\n", ".container", "quay.io/x/ app:1"}, // continuation joins with a space
 		{"; c\n[Container]\n  Image  =  a:1  \n", ".container", "a:1"},
 		{"[Container]\nImage=a%%b:1\n", ".container", "a%b:1"},
