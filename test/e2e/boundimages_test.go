@@ -100,11 +100,20 @@ func parseBoundReport(t *testing.T, out []byte) boundReport {
 	return r
 }
 
+// podmanTmp is where podman keeps run-time state for a store: its
+// database in the store records the paths, so every call must reuse them
+// (and podman wants a run root shorter than 50 characters).
+func podmanTmp(store string) string {
+	sum := sha256.Sum256([]byte(store))
+	return "/tmp/blpm-" + hex.EncodeToString(sum[:6])
+}
+
 // podman runs Debian's podman on the target's bound-image store with every
-// host path it would write redirected into the test's temp dir.
+// host path it would write redirected into a temp dir.
 func podman(t *testing.T, store string, args ...string) []byte {
 	t.Helper()
-	tmp := t.TempDir()
+	tmp := podmanTmp(store)
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	argv := append([]string{"--root", store, "--runroot", filepath.Join(tmp, "run"), "--tmpdir", filepath.Join(tmp, "libpod"),
 		"--storage-driver", "overlay", "--events-backend", "none"}, args...)
 	cmd := exec.Command("podman", argv...)
@@ -163,7 +172,8 @@ func checkStore(t *testing.T, root string, want map[string]string) {
 // rlimits podman asks for must stay below the current hard limits.
 func runContainer(t *testing.T, store, image string) string {
 	t.Helper()
-	tmp := t.TempDir()
+	tmp := podmanTmp(store)
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	script := `set -e
 if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
 exec podman --root "$1" --runroot "$2/run" --tmpdir "$2/libpod" --storage-driver overlay --events-backend none \
@@ -356,11 +366,11 @@ func TestBoundImagesStored(t *testing.T) {
 // imageID returns the ID of an image in the host storage env points at.
 func imageID(t *testing.T, env []string, name string) string {
 	t.Helper()
-	cmd := exec.Command("skopeo", "inspect", "--config", "containers-storage:"+name)
+	cmd := exec.Command("skopeo", "inspect", "--raw", "--config", "containers-storage:"+name)
 	cmd.Env = env
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("skopeo inspect --config %s: %v", name, err)
+		t.Fatalf("skopeo inspect --raw --config %s: %v", name, err)
 	}
 	sum := sha256.Sum256(out)
 	return "sha256:" + hex.EncodeToString(sum[:])
