@@ -46,8 +46,8 @@ const StorePath = "ostree/bootc/storage"
 type Options struct {
 	Mode Mode
 	// Fetch is registry access and trust, shared with the OS image:
-	// --authfile, --cert-dir, --creds, --tls-verify, --registries-dir,
-	// --registries-conf and the signature policy.
+	// --authfile, --cert-dir, --tls-verify, --registries-dir,
+	// --registries-conf and the signature policy. Creds is ignored.
 	Fetch fetch.Options
 	// ScratchDir is a private host directory for the stores' run-time
 	// files, caches and the image's auth file; created if needed.
@@ -94,6 +94,9 @@ func Install(ctx context.Context, physRoot, tree string, imgs []Image, opts Opti
 	case opts.Mode != Stored && opts.Mode != Pull:
 		return nil, errs.New(errs.Usage, "installing bound images", "", fmt.Errorf("unknown mode %q", opts.Mode), "use stored, pull or skip")
 	}
+	// --creds names no registry: it is for the OS image's, and must not be
+	// sent to whatever registries the image's declarations name.
+	opts.Fetch.Creds = ""
 	sys, err := fetch.SystemContext(opts.Fetch, filepath.Join(opts.ScratchDir, "cache"))
 	if err != nil {
 		return nil, err
