@@ -216,7 +216,8 @@ func fromRegistries(imgs []Image) ([]*source, error) {
 // root so that nothing on the host changes; a store that does not exist is
 // not created.
 func fromHostStorage(imgs []Image, scratch string) (storage.Store, []*source, error) {
-	hostOpts, err := stypes.DefaultStoreOptions()
+	// Loaded afresh (DefaultStoreOptions caches the first answer per process).
+	hostOpts, err := stypes.LoadStoreOptions(stypes.LoadOptions{})
 	if err != nil {
 		return nil, nil, errs.New(errs.Fetch, "reading the host's containers storage configuration", os.Getenv("CONTAINERS_STORAGE_CONF"), err, "")
 	}
@@ -225,8 +226,16 @@ func fromHostStorage(imgs []Image, scratch string) (storage.Store, []*source, er
 			fmt.Errorf("%s: %s", why, strings.Join(names, ", ")),
 			"pull them into the host's storage first (podman pull IMAGE), or pass --bound-images pull to fetch them from their registries")
 	}
+	names := make([]reference.Named, len(imgs))
+	all := make([]string, len(imgs))
+	for i, im := range imgs {
+		if names[i], err = parseRef(im); err != nil {
+			return nil, nil, err
+		}
+		all[i] = names[i].String()
+	}
 	if _, err := os.Stat(hostOpts.GraphRoot); errors.Is(err, os.ErrNotExist) {
-		return nil, nil, missing(Refs(imgs), "the host has no containers-storage, so these images are not stored")
+		return nil, nil, missing(all, "the host has no containers-storage, so these images are not stored")
 	}
 	hostOpts.RunRoot = filepath.Join(scratch, "host-runroot")
 	hostOpts.GraphDriverOptions = append(hostOpts.GraphDriverOptions, "overlay.skip_mount_home=true")
@@ -236,12 +245,8 @@ func fromHostStorage(imgs []Image, scratch string) (storage.Store, []*source, er
 	}
 	var out []*source
 	var absent []string
-	for _, im := range imgs {
-		named, err := parseRef(im)
-		if err != nil {
-			_, _ = host.Shutdown(true)
-			return nil, nil, err
-		}
+	for i, im := range imgs {
+		named := names[i]
 		simg, err := host.Image(named.String())
 		if err != nil {
 			absent = append(absent, named.String())

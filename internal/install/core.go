@@ -115,8 +115,12 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 			return err
 		}
 		// The commit consumes the staged tree: from here on a re-run must
-		// assemble it again.
+		// assemble it again. Clearing the deploy removed the bound-image
+		// store with ostree/.
 		if err := j.unmark("assemble"); err != nil {
+			return err
+		}
+		if err := j.unmark("bound-images"); err != nil {
 			return err
 		}
 		d, err = r.deploy(ctx, em, t, im, stage, plan)
