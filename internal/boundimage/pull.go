@@ -111,7 +111,7 @@ func Install(ctx context.Context, physRoot, tree string, imgs []Image, opts Opti
 		}
 		if auth != "" {
 			sys.AuthFilePath = auth
-			em.Info("registry credentials for bound images from the image's " + strings.TrimPrefix(auth, opts.ScratchDir+"/"))
+			em.Info("registry credentials for bound images from the image's /" + strings.TrimPrefix(auth, opts.ScratchDir+"/"))
 		}
 	}
 	// Fail on a bad policy before anything is written; each copy then

@@ -140,6 +140,9 @@ func TestInstallPull(t *testing.T) {
 	}
 	last := map[string]event.Event{}
 	for _, e := range rec.Events() {
+		if e.Type == event.Message {
+			t.Log(e.Msg) // the store's creation and each copy, with their durations
+		}
 		if e.Type == event.Progress {
 			if p, ok := last[e.Item]; ok && e.Done < p.Done {
 				t.Errorf("progress of %s went back from %d to %d", e.Item, p.Done, e.Done)
