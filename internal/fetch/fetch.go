@@ -327,25 +327,98 @@ func (s *Source) Close() error { return s.isrc.Close() }
 // Download fetches every layer blob into store (in parallel, reusing
 // verified blobs) and records the image there.
 func (s *Source) Download(ctx context.Context, store *Store) (*Image, error) {
+	return s.Start(ctx, store).Wait()
+}
+
+// Pull is a download in progress: layers arrive in parallel, and a caller
+// can apply layer i as soon as it is verified in the store while later
+// layers are still on the wire.
+type Pull struct {
+	ready []chan struct{}
+	done  chan struct{}
+	im    *Image
+	err   error
+}
+
+// Start begins fetching every layer blob into store in the background.
+// Blobs are requested in layer order, at most Options.Parallel at once, so
+// the first layers (the ones needed first) arrive first.
+func (s *Source) Start(ctx context.Context, store *Store) *Pull {
 	par := s.opts.Parallel
 	if par <= 0 {
 		par = 3
 	}
+	p := &Pull{ready: make([]chan struct{}, len(s.Image.Layers)), done: make(chan struct{})}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(par)
-	for _, l := range s.Image.Layers {
-		info := types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}
-		g.Go(func() error { return fetchBlob(gctx, s.isrc, s.Image.Source, info, store, s.opts, s.em) })
+	for i, l := range s.Image.Layers {
+		p.ready[i] = make(chan struct{})
+		// Announce every layer, so progress totals are known from the start.
+		s.em.Progress(l.Digest.String(), 0, l.Size)
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	go func() {
+		defer close(p.done)
+		for i, l := range s.Image.Layers {
+			info := types.BlobInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType}
+			// Go blocks while par fetches run; stop queueing once one failed.
+			if gctx.Err() != nil {
+				break
+			}
+			g.Go(func() error {
+				if err := fetchBlob(gctx, s.isrc, s.Image.Source, info, store, s.opts, s.em); err != nil {
+					return err
+				}
+				close(p.ready[i])
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			p.err = err
+			return
+		}
+		if err := ctx.Err(); err != nil {
+			p.err = err
+			return
+		}
+		im := *s.Image
+		im.Store = store
+		if err := store.WriteMeta(&im); err != nil {
+			p.err = err
+			return
+		}
+		p.im = &im
+	}()
+	return p
+}
+
+// Layer waits until layer i is verified in the store. It returns the
+// pull's error if the pull fails first.
+func (p *Pull) Layer(ctx context.Context, i int) error {
+	if i < 0 || i >= len(p.ready) {
+		return fmt.Errorf("layer %d out of range (the image has %d)", i, len(p.ready))
 	}
-	im := *s.Image
-	im.Store = store
-	if err := store.WriteMeta(&im); err != nil {
-		return nil, err
+	select {
+	case <-p.ready[i]:
+		return nil
+	case <-p.done:
+		select {
+		case <-p.ready[i]:
+			return nil
+		default:
+		}
+		if p.err != nil {
+			return p.err
+		}
+		return fmt.Errorf("layer %d was not fetched", i)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return &im, nil
+}
+
+// Wait waits for every layer and returns the image, backed by the store.
+func (p *Pull) Wait() (*Image, error) {
+	<-p.done
+	return p.im, p.err
 }
 
 // Stream returns layer l's blob straight from the source, without storing

@@ -180,3 +180,48 @@ func TestPolicy(t *testing.T) {
 		t.Fatalf("rejecting policy: %v", err)
 	}
 }
+
+// TestPull checks the contract assemble relies on: Layer returns once the
+// blob is verified in the store, and a failed pull fails the waiters.
+func TestPull(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		corrupt bool
+	}{{"ok", false}, {"corrupt blob", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			layout, ld := writeLayout(t, map[string]string{"containers.bootc": "1"})
+			if tt.corrupt {
+				p := filepath.Join(layout, "blobs", "sha256", ld.Encoded())
+				b, _ := os.ReadFile(p)
+				b[len(b)/2] ^= 0xff
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			store, _ := OpenStore(t.TempDir())
+			src, err := Open(ctx, imgref.Ref{Transport: imgref.OCI, Name: layout}, store.CacheDir(), Options{Retries: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			p := src.Start(ctx, store)
+			err = p.Layer(ctx, 0)
+			if tt.corrupt {
+				if errs.KindOf(err) != errs.Fetch {
+					t.Fatalf("Layer(0) of a corrupt blob: %v (kind %v), want a fetch error", err, errs.KindOf(err))
+				}
+			} else if err != nil || !store.Has(ld) {
+				t.Fatalf("Layer(0): %v, stored %v", err, store.Has(ld))
+			}
+			if err := p.Layer(ctx, 1); err == nil {
+				t.Error("Layer(1) of a one-layer image succeeded")
+			}
+			im, err := p.Wait()
+			if tt.corrupt != (err != nil) || tt.corrupt != (im == nil) {
+				t.Fatalf("Wait: %v, %v", im, err)
+			}
+		})
+	}
+}

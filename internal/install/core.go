@@ -2,10 +2,12 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -36,37 +38,11 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		return err
 	}
 
-	var im *fetch.Image
-	if err := r.phase(ctx, "fetch", func(em event.Emitter) error {
-		if err := spaceCheck(t.physRoot, src.Image, store); err != nil {
-			return err
-		}
-		im, err = src.Download(ctx, store)
-		return err
-	}); err != nil {
+	im, err := r.fetchAndAssemble(ctx, t, src, store, j, filepath.Join(work, "stage"))
+	if err != nil {
 		return err
 	}
-
 	stage := filepath.Join(work, "stage")
-	if err := r.phase(ctx, "assemble", func(em event.Emitter) error {
-		if j.done("deploy") && j.Data.Deployment != nil {
-			em.Info("the image is already deployed by an earlier run")
-			return nil
-		}
-		if j.done("assemble") && exists(stage) {
-			em.Info("reusing the staged tree from an earlier run")
-			return nil
-		}
-		if err := j.unmark("assemble"); err != nil {
-			return err
-		}
-		if err := assemble(ctx, im, stage, em); err != nil {
-			return err
-		}
-		return j.mark("assemble")
-	}); err != nil {
-		return err
-	}
 
 	var plan *Plan
 	// A re-run after the deploy phase reads the image from its deployment.
@@ -169,6 +145,77 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		return fmt.Errorf("removing work directory %s: %w", work, err)
 	}
 	return nil
+}
+
+// fetchAndAssemble runs the fetch and assemble phases overlapped: layers
+// download in parallel into the store, and each is applied to the stage as
+// soon as it and the ones below it are verified. The two phases overlap in
+// the event stream: assemble starts right after fetch and ends after it.
+func (r *run) fetchAndAssemble(ctx context.Context, t *target, src *fetch.Source, store *fetch.Store, j *journal, stage string) (*fetch.Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, interrupted(err)
+	}
+	fem := r.em("fetch")
+	fem.Start(phaseWeights["fetch"])
+	fetchStart := time.Now()
+	if err := spaceCheck(t.physRoot, src.Image, store); err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pull := src.Start(pctx, store)
+	fetched := make(chan struct{})
+	var (
+		im       *fetch.Image
+		fetchErr error
+		fetchDur time.Duration
+	)
+	go func() {
+		defer close(fetched)
+		im, fetchErr = pull.Wait()
+		fetchDur = time.Since(fetchStart)
+		if fetchErr == nil {
+			fem.End()
+		}
+	}()
+
+	asmErr := r.phase(ctx, "assemble", func(em event.Emitter) error {
+		if j.done("deploy") && j.Data.Deployment != nil {
+			em.Info("the image is already deployed by an earlier run")
+			return nil
+		}
+		if j.done("assemble") && exists(stage) {
+			em.Info("reusing the staged tree from an earlier run")
+			return nil
+		}
+		if err := j.unmark("assemble"); err != nil {
+			return err
+		}
+		if err := assemble(ctx, src.Image, store, pull, stage, em); err != nil {
+			return err
+		}
+		// The journal may only say "assembled" once every blob is
+		// verified too.
+		<-fetched
+		if fetchErr != nil {
+			return fetchErr
+		}
+		return j.mark("assemble")
+	})
+	if asmErr != nil {
+		cancel()
+	}
+	<-fetched
+	r.report.Phases["fetch"] = fetchDur.Round(time.Millisecond).String()
+	switch {
+	case fetchErr != nil && !errors.Is(fetchErr, context.Canceled):
+		return nil, fetchErr
+	case asmErr != nil:
+		return nil, asmErr
+	case fetchErr != nil:
+		return nil, interrupted(fetchErr)
+	}
+	return im, nil
 }
 
 func exists(p string) bool {

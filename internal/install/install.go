@@ -173,9 +173,9 @@ func kernelsIn(root string) ([]string, error) {
 	return out, nil
 }
 
-// assemble applies the fetched layers into stage, checking each layer's
-// diff ID as it goes.
-func assemble(ctx context.Context, im *fetch.Image, stage string, em event.Emitter) error {
+// assemble applies the layers into stage, each as soon as pull has it
+// verified in the store, checking each layer's diff ID as it goes.
+func assemble(ctx context.Context, im *fetch.Image, store *fetch.Store, pull *fetch.Pull, stage string, em event.Emitter) error {
 	if err := os.RemoveAll(stage); err != nil {
 		return fmt.Errorf("clearing stage %s: %w", stage, err)
 	}
@@ -188,7 +188,10 @@ func assemble(ctx context.Context, im *fetch.Image, stage string, em event.Emitt
 	}
 	defer ap.Close()
 	for i, l := range im.Layers {
-		if err := applyBlob(ctx, ap, im.Store, l, em); err != nil {
+		if err := pull.Layer(ctx, i); err != nil {
+			return err
+		}
+		if err := applyBlob(ctx, ap, store, l, em); err != nil {
 			return fmt.Errorf("layer %d of %d: %w", i+1, len(im.Layers), err)
 		}
 	}

@@ -109,7 +109,11 @@ func mountSource(dir string) (string, error) {
 // inspectMountedRoot checks a to-filesystem target and derives the root
 // setup: UUIDs, kernel arguments and the /boot mount spec.
 func inspectMountedRoot(fo FSOptions, dryRun bool) (*target, error) {
-	root := fo.Root
+	// The sandbox and ostree need absolute paths; users type relative ones.
+	root, err := filepath.Abs(fo.Root)
+	if err != nil {
+		return nil, errs.New(errs.Usage, "resolving target path", fo.Root, err, "")
+	}
 	fi, err := os.Stat(root)
 	if err != nil || !fi.IsDir() {
 		return nil, errs.New(errs.Target, "checking target", root, errors.New("not a directory"), "pass the mount point of the target's root filesystem")

@@ -31,7 +31,7 @@ type Bars struct {
 	overall    *mpb.Bar
 	overallCur int64
 	doneWeight float64
-	cur        *phaseBars
+	running    []*phaseBars // in start order; fetch and assemble overlap
 	ended      []*phaseBars
 	closed     bool
 }
@@ -90,11 +90,12 @@ func (b *Bars) Emit(e event.Event) {
 	}
 	switch e.Type {
 	case event.PhaseStart:
-		b.endPhase(e.Time)
-		b.startPhase(e)
+		if b.find(e.Phase) == nil {
+			b.startPhase(e)
+		}
 	case event.PhaseEnd:
-		if b.cur != nil && b.cur.name == e.Phase {
-			b.endPhase(e.Time)
+		if ph := b.find(e.Phase); ph != nil {
+			b.endPhase(ph, e.Time)
 		}
 	case event.Progress:
 		b.progress(e)
@@ -105,7 +106,9 @@ func (b *Bars) Emit(e event.Event) {
 	case event.Warning:
 		fmt.Fprintf(b.p, "warning: %s\n", e.Msg)
 	case event.Result:
-		b.endPhase(e.Time)
+		for len(b.running) > 0 {
+			b.endPhase(b.running[0], e.Time)
+		}
 		b.overall.SetCurrent(overallUnits)
 		b.shutdown()
 		summaryOf(e.Data).write(b.out)
@@ -134,7 +137,17 @@ func (b *Bars) startPhase(e event.Event) {
 		mpb.BarFillerOnComplete("✓"),
 		mpb.BarFillerOnAbort("✗"))
 	b.seed(ph)
-	b.cur = ph
+	b.running = append(b.running, ph)
+}
+
+// find returns the running phase called name, or nil.
+func (b *Bars) find(name string) *phaseBars {
+	for _, ph := range b.running {
+		if ph.name == name {
+			return ph
+		}
+	}
+	return nil
 }
 
 // itemNoun names what a phase's progress items are.
@@ -159,12 +172,13 @@ func phaseDetail(ph *phaseBars) string {
 	return " " + d.String()
 }
 
-func (b *Bars) endPhase(t time.Time) {
-	ph := b.cur
-	if ph == nil {
-		return
+func (b *Bars) endPhase(ph *phaseBars, t time.Time) {
+	for i, r := range b.running {
+		if r == ph {
+			b.running = append(b.running[:i], b.running[i+1:]...)
+			break
+		}
 	}
-	b.cur = nil
 	ph.end.Store(t.UnixNano())
 	for _, it := range ph.items {
 		if it.bar != nil {
@@ -175,7 +189,7 @@ func (b *Bars) endPhase(t time.Time) {
 	ph.bar.SetTotal(-1, true)
 	b.doneWeight += ph.weight
 	b.ended = append(b.ended, ph)
-	b.setOverall(b.doneWeight)
+	b.updateOverall()
 }
 
 // maxItemBars bounds the per-item bars on screen; images with dozens of
@@ -190,7 +204,7 @@ var seededFrom = map[string]string{"assemble": "fetch"}
 
 func (b *Bars) seed(ph *phaseBars) {
 	src := seededFrom[ph.name]
-	for _, prev := range b.ended {
+	for _, prev := range append(append([]*phaseBars(nil), b.ended...), b.running...) {
 		if prev.name != src {
 			continue
 		}
@@ -203,8 +217,8 @@ func (b *Bars) seed(ph *phaseBars) {
 }
 
 func (b *Bars) progress(e event.Event) {
-	ph := b.cur
-	if ph == nil || ph.name != e.Phase {
+	ph := b.find(e.Phase)
+	if ph == nil {
 		return
 	}
 	it := ph.items[e.Item]
@@ -243,13 +257,19 @@ func (b *Bars) progress(e event.Event) {
 			it.bar = nil
 		}
 	}
-	if total := ph.total.Load(); total > 0 {
-		frac := float64(ph.done.Load()) / float64(total)
-		if frac > 1 {
-			frac = 1
+	b.updateOverall()
+}
+
+// updateOverall sets the overall bar from the ended phases' weights and
+// the running phases' byte fractions.
+func (b *Bars) updateOverall() {
+	w := b.doneWeight
+	for _, ph := range b.running {
+		if total := ph.total.Load(); total > 0 {
+			w += ph.weight * min(float64(ph.done.Load())/float64(total), 1)
 		}
-		b.setOverall(b.doneWeight + ph.weight*frac)
 	}
+	b.setOverall(w)
 }
 
 func (b *Bars) activeItems(ph *phaseBars) int {
@@ -275,12 +295,12 @@ func (b *Bars) setOverall(frac float64) {
 	}
 }
 
-// abort marks the running phase and the overall bar failed and stops.
+// abort marks the running phases and the overall bar failed and stops.
 func (b *Bars) abort() {
 	if b.closed {
 		return
 	}
-	if ph := b.cur; ph != nil {
+	for _, ph := range b.running {
 		ph.end.Store(time.Now().UnixNano())
 		for _, it := range ph.items {
 			if it.bar != nil {

@@ -286,7 +286,7 @@ func TestBarsBounds(t *testing.T) {
 	for i := range 10 {
 		emit(event.Event{Type: event.Progress, Phase: "fetch", Item: fmt.Sprintf("sha256:%040d", i), Done: 1, Total: 100})
 	}
-	if n := b.activeItems(b.cur); n != maxItemBars {
+	if n := b.activeItems(b.find("fetch")); n != maxItemBars {
 		t.Errorf("%d item bars, want %d", n, maxItemBars)
 	}
 	emit(event.Event{Type: event.Progress, Phase: "fetch", Item: "sha256:big", Done: 0, Total: 100000})
