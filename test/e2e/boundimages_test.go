@@ -163,13 +163,14 @@ func checkStore(t *testing.T, root string, want map[string]string) {
 }
 
 // runContainer starts a bound image from the target's store with podman.
-// This machine needs three workarounds that have nothing to do with the
-// store: its cgroup setup is hybrid with a controller (hugetlb) enabled in
-// the cgroup2 hierarchy, which crun refuses ("cgroups in hybrid mode not
-// supported, drop all controllers from cgroupv2"), so podman runs in a
-// private mount namespace without /sys/fs/cgroup/unified and with the
-// cgroupfs manager; and CAP_SYS_RESOURCE is not in the bounding set, so the
-// rlimits podman asks for must stay below the current hard limits.
+// This machine needs workarounds that have nothing to do with the store:
+// it has no systemd and mounts cgroup v1 plus a cgroup2 hierarchy at
+// /sys/fs/cgroup/unified that offers a controller (hugetlb), which crun
+// refuses ("cgroups in hybrid mode not supported, drop all controllers from
+// cgroupv2"), so podman runs in a private mount namespace without that
+// mount and with the cgroupfs manager; and CAP_SYS_RESOURCE is not in the
+// bounding set, so the rlimits podman sets (nofile 1048576 by default) must
+// stay below the current hard limits.
 func runContainer(t *testing.T, store, image string) string {
 	t.Helper()
 	tmp := podmanTmp(store)
