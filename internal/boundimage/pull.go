@@ -329,7 +329,7 @@ func fetchErr(op string, s *source, err error) error {
 	if k := errs.KindOf(err); k == errs.Fetch || k == errs.Image || k == errs.Usage {
 		return err
 	}
-	hint := "check the image name, network, --authfile/--creds, --cert-dir/--tls-verify and registries.conf mirrors (--registries-conf)"
+	hint := "check the image name, the network, the credentials (--authfile, or the image's /etc/ostree/auth.json), --cert-dir/--tls-verify and registries.conf mirrors (--registries-conf)"
 	if s.from == "containers-storage" {
 		hint = "check the host's containers-storage (podman images)"
 	}
@@ -373,7 +373,7 @@ func copyOne(ctx context.Context, pc *signature.PolicyContext, s *source, dest s
 	item := s.named.String()
 	progress := make(chan types.ProgressProperties)
 	done := make(chan struct{})
-	var n int64
+	var n, reported int64
 	go func() {
 		defer close(done)
 		for p := range progress {
@@ -390,7 +390,11 @@ func copyOne(ctx context.Context, pc *signature.PolicyContext, s *source, dest s
 			if s.total > 0 && n > s.total {
 				n = s.total
 			}
-			em.Progress(item, n, s.total)
+			// The stream promises done grows and is never repeated.
+			if n > reported {
+				reported = n
+				em.Progress(item, n, s.total)
+			}
 		}
 	}()
 	start := time.Now()
@@ -405,7 +409,7 @@ func copyOne(ctx context.Context, pc *signature.PolicyContext, s *source, dest s
 	if err != nil {
 		return res, fetchErr("copying bound image", s, err)
 	}
-	if s.total > 0 && n < s.total {
+	if s.total > 0 && reported < s.total {
 		em.Progress(item, s.total, s.total)
 	}
 	d, err := manifest.Digest(man)
