@@ -156,15 +156,10 @@ type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"
 	loop := strings.TrimSpace(run(t, "", "losetup", "--show", "-f", disk))
 	pd := &preparedDisk{path: disk, loop: loop, root: filepath.Join(filepath.Dir(disk), "mnt")}
 	t.Cleanup(func() { pd.release(t) })
-	if _, err := os.Stat(loop + "p4"); err != nil {
-		// The kernel may have added some partitions itself meanwhile;
-		// partx then fails on those, which is fine once all four exist.
-		if out, err := exec.Command("partx", "-a", loop).CombinedOutput(); err != nil {
-			if _, serr := os.Stat(loop + "p4"); serr != nil {
-				t.Fatalf("partx -a %s: %v\n%s", loop, err, out)
-			}
-		}
-	}
+	// A loop device another user detached without partx -d may still
+	// carry stale partitions: drop whatever the kernel has, then add ours.
+	_ = exec.Command("partx", "-d", loop).Run()
+	run(t, "", "partx", "-a", loop)
 	run(t, "", "mkfs.vfat", "-F", "32", "-s", "1", "-n", "EFI-SYSTEM", loop+"p2")
 	run(t, "", "mkfs.ext4", "-q", "-L", "boot", loop+"p3")
 	run(t, "", "mkfs.ext4", "-q", "-L", "root", loop+"p4")
