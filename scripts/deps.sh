@@ -10,8 +10,9 @@ pkgs=(
 	# test bed: fixture images, QEMU boots, loopback registry
 	debootstrap debian-archive-keyring qemu-system-x86 ovmf
 	docker-registry apache2-utils openssl skopeo
-	# in-container installs: the image's own container run by podman (runc:
-	# crun refuses hosts with cgroup v1 plus an empty v2 hierarchy)
+	# in-container installs (the image's own container run by podman; runc:
+	# crun refuses hosts with cgroup v1 plus an empty v2 hierarchy) and bound
+	# images (the test checks the target's store with podman)
 	podman runc
 	# integration tests compare against the real tools
 	ostree e2fsprogs xfsprogs dosfstools mtools fdisk gdisk util-linux

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bootlace/bootlace/internal/boundimage"
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
@@ -34,6 +35,7 @@ type common struct {
 	disableSELinux, genericImage                           bool
 	bootloader, rootSSHKeys, boundImages                   string
 	authfile, certDir, creds, sigPolicy, registriesDir     string
+	registriesConf                                         string
 	tlsVerify, enforceSigPolicy                            bool
 	progress                                               string
 	progressFD                                             int
@@ -53,12 +55,13 @@ func (c *common) register(cmd *cobra.Command) {
 	f.BoolVar(&c.genericImage, "generic-image", false, "install boot code for every firmware and write no NVRAM entries")
 	f.StringVar(&c.bootloader, "bootloader", "auto", "boot loader: auto, grub or none")
 	f.StringVar(&c.rootSSHKeys, "root-ssh-authorized-keys", "", "file with SSH public keys for root in the installed system")
-	f.StringVar(&c.boundImages, "bound-images", "stored", "logically bound images: stored, pull or skip")
+	f.StringVar(&c.boundImages, "bound-images", "stored", "logically bound images: stored (copy from the host's containers-storage), pull (from their registries) or skip")
 	f.StringVar(&c.authfile, "authfile", "", "registry credentials file (containers auth.json format)")
 	f.StringVar(&c.certDir, "cert-dir", "", "directory of CA certificates (*.crt) for registries")
 	f.StringVar(&c.creds, "creds", "", "registry credentials USER[:PASSWORD]")
 	f.BoolVar(&c.tlsVerify, "tls-verify", true, "verify registry TLS certificates")
 	f.StringVar(&c.registriesDir, "registries-dir", "", "registries.d directory for signature lookaside and sigstore attachments (default: the host's)")
+	f.StringVar(&c.registriesConf, "registries-conf", "", "registries.conf file for mirrors and insecure registries (default: the host's)")
 	f.StringVar(&c.sigPolicy, "signature-policy", "", "signature policy file (default /etc/containers/policy.json)")
 	f.BoolVar(&c.enforceSigPolicy, "enforce-container-sigpolicy", false, "refuse an accept-anything signature policy and record a signed origin")
 	f.StringVar(&c.progress, "progress", "auto", "progress on stderr: auto (bars on a terminal, plain lines otherwise), plain, json (JSON lines, docs/progress.md) or none")
@@ -112,9 +115,9 @@ func (c *common) options(cmd *cobra.Command) (install.Options, error) {
 	}
 	o = install.Options{Source: src, TargetImgref: targetImgref, TargetTransport: tt, Stateroot: c.stateroot, Detected: detected,
 		Kargs: c.kargs, KargDeletes: c.kargDeletes, DisableSELinux: c.disableSELinux, GenericImage: c.genericImage,
-		Bootloader: c.bootloader, RootSSHKeysFile: c.rootSSHKeys, DryRun: c.dryRun,
+		Bootloader: c.bootloader, RootSSHKeysFile: c.rootSSHKeys, DryRun: c.dryRun, BoundImages: boundimage.Mode(c.boundImages),
 		Fetch: fetch.Options{AuthFile: c.authfile, CertDir: c.certDir, Creds: c.creds, SignaturePolicy: c.sigPolicy, RegistriesDir: c.registriesDir,
-			EnforceSigPolicy: c.enforceSigPolicy}}
+			RegistriesConf: c.registriesConf, EnforceSigPolicy: c.enforceSigPolicy}}
 	if cmd.Flags().Changed("tls-verify") {
 		v := c.tlsVerify
 		o.Fetch.TLSVerify = &v

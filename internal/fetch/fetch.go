@@ -75,6 +75,10 @@ type Options struct {
 	// use-sigstore-attachments settings for signatures); empty means the
 	// host's /etc/containers/registries.d.
 	RegistriesDir string
+	// RegistriesConf is a registries.conf file (mirrors, blocked and
+	// insecure registries); empty means the host's, or the file the
+	// CONTAINERS_REGISTRIES_CONF environment variable names.
+	RegistriesConf string
 	// Parallel bounds concurrent blob downloads (default 3).
 	Parallel int
 	// Retries is how many consecutive failed attempts without progress are
@@ -122,6 +126,9 @@ func SystemContext(opts Options, cacheDir string) (*types.SystemContext, error) 
 		BigFilesTemporaryDir: cacheDir,
 		OCICertPath:          opts.CertDir,
 		RegistriesDirPath:    opts.RegistriesDir,
+	}
+	if opts.RegistriesConf != "" {
+		sys.SystemRegistriesConfPath = opts.RegistriesConf
 	}
 	if opts.TLSVerify != nil {
 		sys.DockerInsecureSkipTLSVerify = types.NewOptionalBool(!*opts.TLSVerify)

@@ -99,8 +99,12 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 			return err
 		}
 		// The commit consumes the staged tree: from here on a re-run must
-		// assemble it again.
+		// assemble it again. Clearing the deploy removed the bound-image
+		// store with ostree/.
 		if err := j.unmark("assemble"); err != nil {
+			return err
+		}
+		if err := j.unmark("bound-images"); err != nil {
 			return err
 		}
 		d, err = r.deploy(ctx, em, t, im, stage, plan)
@@ -130,6 +134,12 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 	r.report.RootUUID = t.rootUUID
 	r.report.BootUUID = t.bootUUID
 	r.report.Filesystem = t.rootFSType
+
+	if err := r.phase(ctx, "bound-images", func(em event.Emitter) error {
+		return r.installBoundImages(ctx, em, j, t, d, plan)
+	}); err != nil {
+		return err
+	}
 
 	if err := r.phase(ctx, "bootloader", func(em event.Emitter) error {
 		return r.installBootloader(ctx, em, t, d, plan.Bootloader.Backend)

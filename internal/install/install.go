@@ -30,8 +30,8 @@ const workDirName = ".bootlace"
 
 // Phase weights for progress bars; they add up to 1.
 var phaseWeights = map[string]float64{
-	"resolve": 0.02, "storage": 0.05, "fetch": 0.30, "assemble": 0.30, "inspect": 0.01,
-	"deploy": 0.25, "bootloader": 0.04, "finalize": 0.03,
+	"resolve": 0.02, "storage": 0.05, "fetch": 0.28, "assemble": 0.28, "inspect": 0.01,
+	"deploy": 0.24, "bound-images": 0.05, "bootloader": 0.04, "finalize": 0.03,
 }
 
 // run is the state of one install.
@@ -48,6 +48,8 @@ type run struct {
 	// gave (the image file with --via-loopback).
 	disk     *blockdev.Disk
 	diskName string
+	// scratch is this run's host scratch directory (see scratchDir).
+	scratch string
 }
 
 func newRun(verb string, opts Options) *run {

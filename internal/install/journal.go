@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/bootlace/bootlace/internal/boundimage"
 )
 
 // journal records completed phases on the target, so a re-run after a
@@ -22,6 +24,9 @@ type journalData struct {
 	// Deployment is what the deploy phase produced, for a re-run that
 	// resumes after it.
 	Deployment *journalDeployment `json:"deployment,omitempty"`
+	// BoundImages are what the bound-images phase stored, for the report
+	// of a re-run that resumes after it.
+	BoundImages []boundimage.Result `json:"bound-images,omitempty"`
 }
 
 type journalDeployment struct {

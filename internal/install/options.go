@@ -7,6 +7,7 @@ package install
 import (
 	"time"
 
+	"github.com/bootlace/bootlace/internal/boundimage"
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/imgref"
@@ -30,8 +31,11 @@ type Options struct {
 	// Bootloader is auto, grub or none.
 	Bootloader      string
 	RootSSHKeysFile string
-	Fetch           fetch.Options
-	Events          event.Sink
+	// BoundImages says where the image's logically bound images come from
+	// (default stored, as bootc).
+	BoundImages boundimage.Mode
+	Fetch       fetch.Options
+	Events      event.Sink
 	// DryRun computes and returns the plan (Report.Plan) after fetching
 	// and inspecting, and writes nothing to the target.
 	DryRun bool
@@ -111,7 +115,9 @@ type Report struct {
 	Filesystem     string            `json:"filesystem,omitempty"`
 	Phases         map[string]string `json:"phase-durations"`
 	Warnings       []string          `json:"warnings,omitempty"`
-	Plan           *Plan             `json:"plan,omitempty"`
+	// BoundImages are the logically bound images put in the target's store.
+	BoundImages []boundimage.Result `json:"bound-images,omitempty"`
+	Plan        *Plan               `json:"plan,omitempty"`
 	// SourceDetection is set when the source was found in the environment.
 	SourceDetection *SourceDetection `json:"source-detection,omitempty"`
 	phaseStart      map[string]time.Time

@@ -1,20 +1,14 @@
 package install
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
-	"os"
-	"path"
 	"runtime"
-	"sort"
 	"strings"
 
 	"github.com/bootlace/bootlace/internal/blockdev"
+	"github.com/bootlace/bootlace/internal/boundimage"
 	"github.com/bootlace/bootlace/internal/errs"
 	"github.com/bootlace/bootlace/internal/fetch"
-	"github.com/bootlace/bootlace/internal/imagetree"
 	"github.com/bootlace/bootlace/internal/installconfig"
 	"github.com/bootlace/bootlace/internal/kargs"
 )
@@ -159,9 +153,11 @@ func readImageFacts(tree string, im *fetch.Image, kernel string) (*imageFacts, e
 	if f.selinux, err = installconfig.SELinux(tree); err != nil {
 		return nil, err
 	}
-	if f.boundImages, err = boundImages(tree); err != nil {
+	imgs, err := boundimage.List(tree)
+	if err != nil {
 		return nil, err
 	}
+	f.boundImages = boundimage.Refs(imgs)
 	return f, nil
 }
 
@@ -271,52 +267,4 @@ func verityCapable(fsType string, ext4Verity bool) bool {
 		return ext4Verity
 	}
 	return false
-}
-
-// boundImages lists the logically bound images the image declares: the
-// Image= of each .image or .container file linked from
-// usr/lib/bootc/bound-images.d, resolved inside the tree.
-func boundImages(tree string) ([]string, error) {
-	const dir = "usr/lib/bootc/bound-images.d"
-	names, err := imagetree.ReadDirNames(tree, dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return []string{}, nil
-	}
-	if err != nil {
-		return nil, errs.New(errs.Image, "reading", "/"+dir, err, "")
-	}
-	out := []string{}
-	for _, n := range names {
-		if ext := path.Ext(n); ext != ".image" && ext != ".container" {
-			continue
-		}
-		name := path.Join(dir, n)
-		data, err := imagetree.ReadFile(tree, name, 1<<20)
-		if err != nil {
-			return nil, errs.New(errs.Image, "reading bound image", "/"+name, err, "")
-		}
-		img := quadletImage(data)
-		if img == "" {
-			return nil, errs.New(errs.Image, "reading bound image", "/"+name, errors.New("no Image= key"), "")
-		}
-		out = append(out, img)
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-func quadletImage(data []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	section := ""
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(l, "[") {
-			section = l
-			continue
-		}
-		if (section == "[Image]" || section == "[Container]") && strings.HasPrefix(l, "Image=") {
-			return strings.TrimSpace(strings.TrimPrefix(l, "Image="))
-		}
-	}
-	return ""
 }

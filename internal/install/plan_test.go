@@ -1,9 +1,6 @@
 package install
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -123,41 +120,5 @@ func TestPlanReplace(t *testing.T) {
 				t.Errorf("kargs %q do not start with the root setup %q", p.Kargs, tt.tgt.rootKargs)
 			}
 		})
-	}
-}
-
-func TestBoundImages(t *testing.T) {
-	tree := t.TempDir()
-	mk := func(p, data string) {
-		full := filepath.Join(tree, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk("usr/share/containers/systemd/app.image", "[Image]\nImage=quay.io/x/app:1\n")
-	mk("usr/share/containers/systemd/db.container", "[Unit]\nDescription=db\n[Container]\nImage=quay.io/x/db:2\nExec=x\n")
-	d := filepath.Join(tree, "usr/lib/bootc/bound-images.d")
-	os.MkdirAll(d, 0o755)
-	os.Symlink("/usr/share/containers/systemd/app.image", filepath.Join(d, "app.image"))
-	os.Symlink("../../../share/containers/systemd/db.container", filepath.Join(d, "db.container"))
-	os.WriteFile(filepath.Join(d, "README"), []byte("ignored"), 0o644)
-	got, err := boundImages(tree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, []string{"quay.io/x/app:1", "quay.io/x/db:2"}) {
-		t.Fatalf("bound images %q", got)
-	}
-	// A link pointing at a host path resolves inside the tree: here, to nothing.
-	os.Symlink("/etc/hostname", filepath.Join(d, "evil.image"))
-	if _, err := boundImages(tree); err == nil || errs.KindOf(err) != errs.Image || errors.Is(err, os.ErrPermission) {
-		t.Fatalf("link to a host file: %v", err)
-	}
-	empty, err := boundImages(t.TempDir())
-	if err != nil || len(empty) != 0 {
-		t.Fatalf("no bound images: %v %v", empty, err)
 	}
 }

@@ -144,6 +144,7 @@ func (r *run) openSource(ctx context.Context, physRoot string) (*fetch.Source, e
 		return nil, err
 	}
 	r.stack.Push("scratch directory", func() error { return os.RemoveAll(cache) })
+	r.scratch = cache
 	fo := r.opts.Fetch
 	fo.Events = r.sink
 	src, err := fetch.Open(ctx, r.opts.Source, cache, fo)

@@ -150,6 +150,14 @@ func (b *Bars) find(name string) *phaseBars {
 	return nil
 }
 
+// itemNoun names what a phase's progress items are.
+func itemNoun(phase string) string {
+	if phase == "bound-images" {
+		return "images"
+	}
+	return "layers"
+}
+
 // phaseDetail is the text after a phase's spinner: bytes while items
 // report them, then the phase's duration.
 func phaseDetail(ph *phaseBars) string {
@@ -159,7 +167,7 @@ func phaseDetail(ph *phaseBars) string {
 	}
 	d := roundDuration(end.Sub(ph.start))
 	if total := ph.total.Load(); total > 0 {
-		return fmt.Sprintf(" %s  %d/%d layers  %s", byteCount(ph.done.Load(), total), ph.finished.Load(), ph.count.Load(), d)
+		return fmt.Sprintf(" %s  %d/%d %s  %s", byteCount(ph.done.Load(), total), ph.finished.Load(), ph.count.Load(), itemNoun(ph.name), d)
 	}
 	return " " + d.String()
 }

@@ -163,12 +163,13 @@ func (l *Lines) Emit(e event.Event) {
 }
 
 // shortItem shortens a digest to algorithm and 12 hex digits, as people
-// know them from container tools.
+// know them from container tools; other items (image names) stay whole.
 func shortItem(item string) string {
-	if alg, hex, ok := strings.Cut(item, ":"); ok && len(hex) > 12 {
-		return alg + ":" + hex[:12]
+	alg, hex, ok := strings.Cut(item, ":")
+	if !ok || len(hex) <= 12 || strings.Trim(hex, "0123456789abcdef") != "" || strings.ContainsAny(alg, "/.") {
+		return item
 	}
-	return item
+	return alg + ":" + hex[:12]
 }
 
 // byteCount formats done of total bytes, with a percentage when the total

@@ -305,3 +305,17 @@ func TestBarsBounds(t *testing.T) {
 		t.Errorf("overall at %d/1000 after the first small layer, want about 500", got)
 	}
 }
+
+func TestShortItem(t *testing.T) {
+	for in, want := range map[string]string{
+		"sha256:0123456789abcdef0123456789abcdef": "sha256:0123456789ab",
+		"sha256:0123":                          "sha256:0123",
+		"localhost:5000/bootlace/app-a:latest": "localhost:5000/bootlace/app-a:latest",
+		"quay.io/example/app:1234567890abcdef": "quay.io/example/app:1234567890abcdef",
+		"layer":                                "layer",
+	} {
+		if got := shortItem(in); got != want {
+			t.Errorf("shortItem(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,7 +93,7 @@ func TestToDiskBookwormOCIArchive(t *testing.T) {
 	archive := fixture(t, "bookworm")
 	disk := sparseDisk(t, 8<<30)
 	loops, mounts := hostState(t)
-	out, stderr, code := bootlaceRun(t, conflictingHost(t), "install", "to-disk", "--via-loopback",
+	out, stderr, code := bootlaceRun(t, conflictingHost(t), "install", "to-disk", "--bound-images", "skip", "--via-loopback",
 		"--source-imgref", "oci-archive:"+archive,
 		"--target-imgref", "quay.io/bootlace/fixture:bookworm",
 		"--karg", "bootlace.cli=1", "--karg-delete", "bootlace.fixture.kargsd",
@@ -121,7 +122,7 @@ func TestToDiskTrixieRegistryXFS(t *testing.T) {
 	}
 	disk := sparseDisk(t, 8<<30)
 	loops, mounts := hostState(t)
-	out := bootlace(t, "install", "to-disk", "--via-loopback", "--filesystem", "xfs",
+	out := bootlace(t, "install", "to-disk", "--bound-images", "skip", "--via-loopback", "--filesystem", "xfs",
 		"--source-imgref", reg.Ref("bootlace/fixture:trixie"),
 		"--cert-dir", reg.CertDir, "--authfile", reg.AuthFile,
 		"--stateroot", "trixie", "--json", disk)
@@ -155,9 +156,10 @@ type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"
 	loop := strings.TrimSpace(run(t, "", "losetup", "--show", "-f", disk))
 	pd := &preparedDisk{path: disk, loop: loop, root: filepath.Join(filepath.Dir(disk), "mnt")}
 	t.Cleanup(func() { pd.release(t) })
-	if _, err := os.Stat(loop + "p1"); err != nil {
-		run(t, "", "partx", "-a", loop)
-	}
+	// A loop device another user detached without partx -d may still
+	// carry stale partitions: drop whatever the kernel has, then add ours.
+	_ = exec.Command("partx", "-d", loop).Run()
+	run(t, "", "partx", "-a", loop)
 	run(t, "", "mkfs.vfat", "-F", "32", "-s", "1", "-n", "EFI-SYSTEM", loop+"p2")
 	run(t, "", "mkfs.ext4", "-q", "-L", "boot", loop+"p3")
 	run(t, "", "mkfs.ext4", "-q", "-L", "root", loop+"p4")
@@ -207,28 +209,49 @@ func TestToFilesystemBookwormRegistry(t *testing.T) {
 	if _, err := reg.Push(context.Background(), "oci-archive:"+archive, "bootlace/fixture:bookworm"); err != nil {
 		t.Fatal(err)
 	}
+	// The bound images come from the same registry, through a mirror of
+	// the names the fixture declares; --creds is for the OS image only.
+	srv := serveBoundImages(t, reg)
 	pd := prepareDisk(t)
-	out := bootlace(t, "install", "to-filesystem",
+	out := bootlace(t, append([]string{"install", "to-filesystem",
 		"--source-imgref", reg.Ref("bootlace/fixture:bookworm"),
-		"--cert-dir", reg.CertDir, "--creds", reg.User+":"+reg.Password,
+		"--creds", reg.User + ":" + reg.Password,
 		"--target-imgref", "quay.io/bootlace/fixture:bookworm",
-		"--json", pd.root)
+		"--json", pd.root}, srv.pullArgs()...)...)
 	rep := parseReport(t, out)
 	pd.release(t)
 	want := append([]string{"root=UUID=", "rw", "boot=UUID="}, fixtureKargs...)
 	boot(t, pd.path, qemu.BIOS, want, nil, rep)
-	boot(t, pd.path, qemu.UEFI, want, nil, rep)
+	log := boot(t, pd.path, qemu.UEFI, want, nil, rep)
+	// The booted system sees both bound images through bootc's
+	// /usr/lib/bootc/storage, with the registry's digests.
+	for name, d := range srv.digests {
+		if !strings.Contains(log, "BOOTLACE: bound image: "+name+" "+d) {
+			t.Errorf("the booted system does not list bound image %s %s:\n%s", name, d, tail(log, 40))
+		}
+	}
 }
 
 func TestToFilesystemTrixieOCIArchive(t *testing.T) {
 	requireRoot(t)
 	archive := fixture(t, "trixie")
 	pd := prepareDisk(t)
-	out := bootlace(t, "install", "to-filesystem",
+	out := bootlace(t, "install", "to-filesystem", "--bound-images", "skip",
 		"--source-imgref", "oci-archive:"+archive,
 		"--target-imgref", "quay.io/bootlace/fixture:trixie",
 		"--karg", "bootlace.cli=to-filesystem", "--json", pd.root)
 	rep := parseReport(t, out)
+	// --bound-images skip: no store, nothing in the report.
+	if _, err := os.Stat(filepath.Join(pd.root, "ostree/bootc/storage")); !os.IsNotExist(err) {
+		t.Errorf("--bound-images skip made a bound-image store: %v", err)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(out, &top); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := top["bound-images"]; ok {
+		t.Errorf("--bound-images skip: the report lists bound images %s", b)
+	}
 	pd.release(t)
 	want := append(append([]string{"root=UUID=", "rw", "boot=UUID="}, fixtureKargs...), "bootlace.cli=to-filesystem")
 	boot(t, pd.path, qemu.UEFI, want, nil, rep)

@@ -40,7 +40,7 @@ func TestInstallThroughRegistryFaults(t *testing.T) {
 	)
 	disk := sparseDisk(t, 8<<30)
 	loops, mounts := hostState(t)
-	out, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--via-loopback",
+	out, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--bound-images", "skip", "--via-loopback",
 		"--source-imgref", "docker://"+p.Addr+"/bootlace/fixture:faults",
 		"--cert-dir", p.CertDir, "--creds", reg.User+":"+reg.Password,
 		"--target-imgref", "quay.io/bootlace/fixture:bookworm", "--json", disk)
@@ -75,7 +75,7 @@ func TestInstallPermanentRegistryFault(t *testing.T) {
 	disk := sparseDisk(t, 8<<30)
 	loops, mounts := hostState(t)
 	start := time.Now()
-	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--via-loopback",
+	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--bound-images", "skip", "--via-loopback",
 		"--source-imgref", "docker://"+p.Addr+"/bootlace/fixture:broken",
 		"--cert-dir", p.CertDir, "--creds", reg.User+":"+reg.Password, disk)
 	checkHostUnchanged(t, loops, mounts)

@@ -173,8 +173,8 @@ func diskDir(t *testing.T) string {
 
 // boot boots disk and checks what a user would check on the console: the
 // marker, the kernel arguments in order, ostree's view of the deployment and
-// the origin naming the container image.
-func boot(t *testing.T, disk string, fw qemu.Firmware, wantKargs []string, absentKargs []string, rep report) {
+// the origin naming the container image. It returns the console log.
+func boot(t *testing.T, disk string, fw qemu.Firmware, wantKargs []string, absentKargs []string, rep report) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -209,6 +209,7 @@ func boot(t *testing.T, disk string, fw qemu.Firmware, wantKargs []string, absen
 	if origin := consoleValue(res.Log, "BOOTLACE: origin: container-image-reference="); origin != rep.Origin {
 		t.Errorf("deployment origin on the guest is %q, want %q", origin, rep.Origin)
 	}
+	return res.Log
 }
 
 // consoleValue returns the rest of the first console line containing prefix.

@@ -17,6 +17,13 @@ import (
 // once the given phase has started (or the process ended).
 func startUntilPhase(t *testing.T, phase string, args ...string) (*exec.Cmd, *bytes.Buffer, chan error) {
 	t.Helper()
+	return startUntil(t, func(ev progressEvent) bool { return ev.Type == "phase-start" && ev.Phase == phase }, args...)
+}
+
+// startUntil starts bootlace with JSON progress on stderr and returns once
+// an event satisfies until (or the process ended).
+func startUntil(t *testing.T, until func(progressEvent) bool, args ...string) (*exec.Cmd, *bytes.Buffer, chan error) {
+	t.Helper()
 	cmd := exec.Command(bootlaceBin, append(args, "--progress", "json")...)
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
@@ -34,8 +41,8 @@ func startUntilPhase(t *testing.T, phase string, args ...string) (*exec.Cmd, *by
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		seen := false
 		for sc.Scan() {
-			var ev struct{ Type, Phase string }
-			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "phase-start" && ev.Phase == phase && !seen {
+			var ev progressEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && !seen && until(ev) {
 				seen = true
 				close(started)
 			}
@@ -48,7 +55,7 @@ func startUntilPhase(t *testing.T, phase string, args ...string) (*exec.Cmd, *by
 	select {
 	case <-started:
 	case <-time.After(5 * time.Minute):
-		t.Fatalf("phase %s never started", phase)
+		t.Fatal("the awaited progress event never came")
 	}
 	return cmd, &stdout, done
 }
@@ -78,7 +85,7 @@ func TestKillAndRerunToFilesystem(t *testing.T) {
 	for _, phase := range []string{"fetch", "assemble", "inspect", "deploy", "bootloader", "finalize"} {
 		t.Run(phase, func(t *testing.T) {
 			pd := prepareDisk(t)
-			args := []string{"install", "to-filesystem", "--source-imgref", "oci-archive:" + archive,
+			args := []string{"install", "to-filesystem", "--bound-images", "skip", "--source-imgref", "oci-archive:" + archive,
 				"--target-imgref", "quay.io/bootlace/fixture:bookworm", "--json", pd.root}
 			before, _ := hostState(t)
 			cmd, _, done := startUntilPhase(t, phase, args...)
@@ -127,7 +134,7 @@ func TestSignalsUnwind(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			disk := sparseDisk(t, 8<<30)
 			before, _ := hostState(t)
-			cmd, _, done := startUntilPhase(t, "assemble", "install", "to-disk", "--via-loopback",
+			cmd, _, done := startUntilPhase(t, "assemble", "install", "to-disk", "--bound-images", "skip", "--via-loopback",
 				"--source-imgref", "oci-archive:"+archive, disk)
 			_ = cmd.Process.Signal(sig)
 			err := <-done
@@ -153,7 +160,7 @@ func TestSignalsUnwind(t *testing.T) {
 				t.Error("an interrupted to-disk install left a GPT on the disk")
 			}
 			// The same command with --wipe then succeeds.
-			bootlace(t, "install", "to-disk", "--wipe", "--via-loopback", "--source-imgref", "oci-archive:"+archive, "-q", disk)
+			bootlace(t, "install", "to-disk", "--bound-images", "skip", "--wipe", "--via-loopback", "--source-imgref", "oci-archive:"+archive, "-q", disk)
 		})
 	}
 }
@@ -166,7 +173,7 @@ func TestKillAndRerunToDisk(t *testing.T) {
 	for _, phase := range []string{"storage", "assemble", "deploy", "bootloader"} {
 		t.Run(phase, func(t *testing.T) {
 			disk := sparseDisk(t, 8<<30)
-			args := []string{"install", "to-disk", "--wipe", "--via-loopback", "--source-imgref", "oci-archive:" + archive, "--json", disk}
+			args := []string{"install", "to-disk", "--bound-images", "skip", "--wipe", "--via-loopback", "--source-imgref", "oci-archive:" + archive, "--json", disk}
 			before, _ := hostState(t)
 			cmd, _, done := startUntilPhase(t, phase, args...)
 			_ = cmd.Process.Signal(syscall.SIGKILL)
@@ -195,7 +202,7 @@ func TestDiskInUse(t *testing.T) {
 	}
 	defer f.Close()
 	before := hashFile(t, disk)
-	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--source-imgref", "oci-archive:"+archive, loop)
+	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--bound-images", "skip", "--source-imgref", "oci-archive:"+archive, loop)
 	if code != 4 || !strings.Contains(stderr, "in use") {
 		t.Errorf("exit %d, want 4 with \"in use\":\n%s", code, stderr)
 	}

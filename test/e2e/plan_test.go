@@ -87,7 +87,7 @@ func TestDryRunToDisk(t *testing.T) {
 			t.Errorf("kargs %q contain %s", p.Kargs, k)
 		}
 	}
-	if !reflect.DeepEqual(p.BoundImages, []string{"localhost:5000/bootlace/fixture-app:latest"}) {
+	if !reflect.DeepEqual(p.BoundImages, []string{boundA, boundB}) {
 		t.Errorf("bound images %q", p.BoundImages)
 	}
 	for _, tool := range p.Tools {

@@ -89,7 +89,7 @@ func runWithFD(t *testing.T, args ...string) (stdout, stderr, fd3 []byte, code i
 	return so.Bytes(), se.Bytes(), got, code
 }
 
-var installPhases = []string{"resolve", "storage", "fetch", "assemble", "inspect", "deploy", "bootloader", "finalize"}
+var installPhases = []string{"resolve", "storage", "fetch", "assemble", "inspect", "deploy", "bound-images", "bootloader", "finalize"}
 
 // TestProgressJSONLines installs the bookworm fixture with --progress-fd 3
 // and checks the stream against the install's own report: every phase
@@ -99,7 +99,7 @@ func TestProgressJSONLines(t *testing.T) {
 	requireRoot(t)
 	archive := fixture(t, "bookworm")
 	disk := sparseDisk(t, 8<<30)
-	stdout, stderr, stream, code := runWithFD(t, "install", "to-disk", "--via-loopback", "--progress-fd", "3", "--json",
+	stdout, stderr, stream, code := runWithFD(t, "install", "to-disk", "--bound-images", "skip", "--via-loopback", "--progress-fd", "3", "--json",
 		"--source-imgref", "oci-archive:"+archive, "--target-imgref", "quay.io/example/os:latest", disk)
 	if code != 0 {
 		t.Fatalf("install: exit %d\n%s", code, tail(string(stderr), 40))
@@ -240,7 +240,7 @@ func TestProgressJSONError(t *testing.T) {
 	requireRoot(t)
 	archive := fixture(t, "bookworm")
 	disk := sparseDisk(t, 256<<20)
-	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--via-loopback", "--progress", "json",
+	_, stderr, code := bootlaceRun(t, nil, "install", "to-disk", "--bound-images", "skip", "--via-loopback", "--progress", "json",
 		"--source-imgref", "oci-archive:"+archive, disk)
 	if code != 4 {
 		t.Fatalf("exit %d, want 4 (target unusable)\n%s", code, tail(stderr, 20))
@@ -270,7 +270,7 @@ func TestProgressTerminal(t *testing.T) {
 	disk := sparseDisk(t, 8<<30)
 	const cols, rows = 120, 40
 	master, slave := openPTY(t, cols, rows)
-	cmd := exec.Command(bootlaceBin, "install", "to-disk", "--via-loopback",
+	cmd := exec.Command(bootlaceBin, "install", "to-disk", "--bound-images", "skip", "--via-loopback",
 		"--source-imgref", "oci-archive:"+archive, "--target-imgref", "quay.io/example/os:latest", disk)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}

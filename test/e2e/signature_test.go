@@ -151,7 +151,7 @@ func TestSignaturePolicy(t *testing.T) {
 	disk := sparseDisk(t, 4<<30)
 	wrap := withRegistriesD(t)
 	dryRun := func(tag, policy string, extra ...string) ([]byte, string, int) {
-		args := append([]string{"install", "to-disk", "--via-loopback", "--dry-run",
+		args := append([]string{"install", "to-disk", "--bound-images", "skip", "--via-loopback", "--dry-run",
 			"--source-imgref", "docker://" + repo + ":" + tag,
 			"--cert-dir", reg.CertDir, "--authfile", reg.AuthFile, "--signature-policy", policy}, extra...)
 		return bootlaceRun(t, wrap, append(args, disk)...)
@@ -200,7 +200,7 @@ func TestSignaturePolicy(t *testing.T) {
 	t.Run("real install of the signed image", func(t *testing.T) {
 		disk := sparseDisk(t, 8<<30)
 		loops, mounts := hostState(t)
-		out, stderr, code := bootlaceRun(t, wrap, "install", "to-disk", "--via-loopback",
+		out, stderr, code := bootlaceRun(t, wrap, "install", "to-disk", "--bound-images", "skip", "--via-loopback",
 			"--source-imgref", "docker://"+repo+":signed", "--cert-dir", reg.CertDir, "--authfile", reg.AuthFile,
 			"--signature-policy", signedPolicy, "--enforce-container-sigpolicy", "--json", disk)
 		if code != 0 {
