@@ -153,7 +153,7 @@ contender_bootlace() {
 	local env=()
 	[[ -n ${profile_file:-} ]] && env=(env "BOOTLACE_CPUPROFILE=$profile_file")
 	timed bootlace "${env[@]}" bin/bootlace install to-filesystem --source-imgref "$ref" \
-		--cert-dir "$certdir" --authfile "$authfile" --progress none --json "$mnt" >"$cur_log.json" &&
+		--cert-dir "$certdir" --authfile "$authfile" --bound-images skip --progress none --json "$mnt" >"$cur_log.json" &&
 		timed sync sync -f "$mnt"
 }
 
