@@ -113,7 +113,7 @@ func TestToExistingRootBookworm(t *testing.T) {
 	o := makeOldSystem(t)
 	uuid := strings.TrimSpace(run(t, "", "blkid", "-s", "UUID", "-o", "value", o.loop+"p2"))
 	loops, mounts := hostState(t)
-	out, stderr, code := bootlaceRun(t, nil, "install", "to-existing-root",
+	out, stderr, code := bootlaceRun(t, nil, "install", "to-existing-root", "--bound-images", "skip",
 		"--source-imgref", "oci-archive:"+archive,
 		"--target-imgref", "quay.io/bootlace/fixture:bookworm",
 		"--cleanup", "--json", o.root)
@@ -210,7 +210,7 @@ func TestToFilesystemReplaceWipe(t *testing.T) {
 	writeFile(t, filepath.Join(pd.root, "usr/bin/old-tool"), "#!/bin/sh\n")
 	writeFile(t, filepath.Join(pd.root, "boot/vmlinuz-6.1.0-old-amd64"), "stale kernel")
 	writeFile(t, filepath.Join(pd.root, "boot/loader/entries/old.conf"), "title old\n")
-	args := []string{"install", "to-filesystem", "--source-imgref", "oci-archive:" + archive, "--json"}
+	args := []string{"install", "to-filesystem", "--source-imgref", "oci-archive:" + archive, "--json", "--bound-images", "skip"}
 	if _, stderr, code := bootlaceRun(t, nil, append(args, pd.root)...); code != 4 || !strings.Contains(stderr, "not empty") {
 		t.Fatalf("a non-empty target without --replace: exit %d\n%s", code, tail(stderr, 10))
 	}

@@ -163,7 +163,7 @@ func TestInContainerPodman(t *testing.T) {
 
 	loops, mounts := hostState(t)
 	opts := append([]string{"--privileged", "--pid=host", "-v", "/dev:/dev", "-v", diskDir + ":" + diskDir}, storageBind...)
-	out, stderr, code := b.run(t, opts, "install", "to-disk", "--via-loopback", "--json", disk)
+	out, stderr, code := b.run(t, opts, "install", "to-disk", "--via-loopback", "--json", "--bound-images", "skip", disk)
 	if code != 0 {
 		t.Fatalf("in-container install failed (exit %d):\n%s", code, tail(stderr, 60))
 	}
