@@ -241,3 +241,17 @@ func TestCheckDetected(t *testing.T) {
 		}
 	}
 }
+
+func TestToolViewSkip(t *testing.T) {
+	for rel, want := range map[string]bool{
+		"usr/include": true, "usr/src": true, "usr/lib/modules": true, "usr/share/doc": true,
+		"usr/share/go-1.19": true, "usr/lib/python3": true, "usr/lib/python3.11": true,
+		"usr/share/ostree": false, "usr/lib/ostree": false, "usr/lib/x86_64-linux-gnu": false,
+		"usr/bin": false, "usr/etc": false, "usr/share": false, "usr/lib": false, "usr/etc/selinux": false,
+		"usr/lib/x86_64-linux-gnu/gio": false,
+	} {
+		if got := toolViewSkip(rel); got != want {
+			t.Errorf("toolViewSkip(%q) = %v, want %v", rel, got, want)
+		}
+	}
+}
