@@ -2,10 +2,10 @@ package install
 
 import (
 	"fmt"
-	"strings"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // linkFarm mirrors the top level of tree and its usr/ into dst with hard
