@@ -40,6 +40,24 @@ func readVolume(f *os.File, offset int64) (*fatVolume, error) {
 		return nil, fmt.Errorf("reading boot sector: %w", err)
 	}
 	v := &fatVolume{f: f, offset: offset}
+	if err := v.geometry(bs); err != nil {
+		return nil, err
+	}
+	if !v.fat32 && v.clusters < 4085 {
+		return nil, errors.New("FAT12 is not supported")
+	}
+	if int64(v.clusters+2)*v.entrySize() > v.fatBytes {
+		return nil, errors.New("FAT is too small for the data area")
+	}
+	v.fat = make([]byte, v.fatBytes)
+	if _, err := f.ReadAt(v.fat, offset+v.fatStart); err != nil {
+		return nil, fmt.Errorf("reading FAT: %w", err)
+	}
+	return v, nil
+}
+
+// geometry sets v's layout from the boot sector bs.
+func (v *fatVolume) geometry(bs []byte) error {
 	v.bps = int64(binary.LittleEndian.Uint16(bs[11:]))
 	v.spc = int64(bs[13])
 	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
@@ -58,7 +76,7 @@ func readVolume(f *os.File, offset int64) (*fatVolume, error) {
 		v.backupBoot = int64(binary.LittleEndian.Uint16(bs[50:]))
 	}
 	if v.bps == 0 || v.spc == 0 || v.numFATs == 0 || fatSectors == 0 {
-		return nil, errors.New("invalid BPB")
+		return errors.New("invalid BPB")
 	}
 	v.fatStart = reserved * v.bps
 	v.fatBytes = fatSectors * v.bps
@@ -67,24 +85,18 @@ func readVolume(f *os.File, offset int64) (*fatVolume, error) {
 	v.dataStart = v.rootDirOff + (v.rootDirLen+v.bps-1)/v.bps*v.bps
 	dataSectors := total - v.dataStart/v.bps
 	if dataSectors <= 0 {
-		return nil, errors.New("BPB leaves no data area")
+		return errors.New("BPB leaves no data area")
 	}
 	v.clusters = uint32(dataSectors / v.spc)
-	if !v.fat32 && v.clusters < 4085 {
-		return nil, errors.New("FAT12 is not supported")
-	}
-	entrySize := int64(2)
+	return nil
+}
+
+// entrySize is the bytes per FAT entry.
+func (v *fatVolume) entrySize() int64 {
 	if v.fat32 {
-		entrySize = 4
+		return 4
 	}
-	if int64(v.clusters+2)*entrySize > v.fatBytes {
-		return nil, errors.New("FAT is too small for the data area")
-	}
-	v.fat = make([]byte, v.fatBytes)
-	if _, err := f.ReadAt(v.fat, offset+v.fatStart); err != nil {
-		return nil, fmt.Errorf("reading FAT: %w", err)
-	}
-	return v, nil
+	return 2
 }
 
 func (v *fatVolume) entry(c uint32) uint32 {
@@ -295,47 +307,29 @@ func fitFAT(f *os.File, offset int64) error {
 	if _, err := f.ReadAt(bs, offset); err != nil {
 		return fmt.Errorf("reading boot sector: %w", err)
 	}
-	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
-	spc := int64(bs[13])
-	reserved := int64(binary.LittleEndian.Uint16(bs[14:]))
-	numFATs := int64(bs[16])
-	rootEnts := int64(binary.LittleEndian.Uint16(bs[17:]))
-	total16 := int64(binary.LittleEndian.Uint16(bs[19:]))
-	total := total16
-	if total == 0 {
-		total = int64(binary.LittleEndian.Uint32(bs[32:]))
+	var v fatVolume
+	if err := v.geometry(bs); err != nil {
+		return err
 	}
-	fatSectors := int64(binary.LittleEndian.Uint16(bs[22:]))
-	entrySize := int64(2)
-	backup := int64(-1)
-	if fatSectors == 0 {
-		fatSectors = int64(binary.LittleEndian.Uint32(bs[36:]))
-		entrySize = 4
-		backup = int64(binary.LittleEndian.Uint16(bs[50:]))
-	}
-	if bps == 0 || spc == 0 || numFATs == 0 || fatSectors == 0 {
-		return errors.New("invalid BPB")
-	}
-	dataSector := reserved + numFATs*fatSectors + (rootEnts*32+bps-1)/bps
-	clusters := (total - dataSector) / spc
-	maxClusters := fatSectors*bps/entrySize - 2
-	if clusters <= maxClusters {
+	maxClusters := v.fatBytes/v.entrySize() - 2
+	if int64(v.clusters) <= maxClusters {
 		return nil
 	}
-	if (entrySize == 4 && maxClusters < 65525) || (entrySize == 2 && maxClusters < 4085) {
-		return fmt.Errorf("FAT of %d sectors cannot address enough clusters", fatSectors)
+	if (v.fat32 && maxClusters < 65525) || (!v.fat32 && maxClusters < 4085) {
+		return fmt.Errorf("FAT of %d bytes cannot address enough clusters", v.fatBytes)
 	}
-	newTotal := dataSector + maxClusters*spc
-	if total16 != 0 {
+	newTotal := v.dataStart/v.bps + maxClusters*v.spc
+	if binary.LittleEndian.Uint16(bs[19:]) != 0 {
 		binary.LittleEndian.PutUint16(bs[19:], uint16(newTotal))
 	} else {
 		binary.LittleEndian.PutUint32(bs[32:], uint32(newTotal))
 	}
-	for _, sector := range []int64{0, backup} {
-		if sector < 0 {
-			continue
-		}
-		if _, err := f.WriteAt(bs, offset+sector*bps); err != nil {
+	sectors := []int64{0}
+	if v.fat32 {
+		sectors = append(sectors, v.backupBoot)
+	}
+	for _, sector := range sectors {
+		if _, err := f.WriteAt(bs, offset+sector*v.bps); err != nil {
 			return fmt.Errorf("writing boot sector: %w", err)
 		}
 	}
