@@ -38,11 +38,11 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 		return err
 	}
 
-	im, err := r.fetchAndAssemble(ctx, t, src, store, j, filepath.Join(work, "stage"))
+	stage := filepath.Join(work, "stage")
+	im, err := r.fetchAndAssemble(ctx, t, src, store, j, stage)
 	if err != nil {
 		return err
 	}
-	stage := filepath.Join(work, "stage")
 
 	var plan *Plan
 	// A re-run after the deploy phase reads the image from its deployment.
