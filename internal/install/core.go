@@ -16,7 +16,13 @@ import (
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/kargs"
+	"github.com/bootlace/bootlace/internal/writeback"
 )
+
+// writebackEvery is how often assemble flushes the target filesystem (see
+// package writeback): often enough that little is dirty when it ends, and
+// the flushes are back to back anyway while the disk is the slower side.
+const writebackEvery = 250 * time.Millisecond
 
 // installOnto runs every phase from fetch to bootloader onto a mounted
 // target. src is already open and checked.
@@ -39,6 +45,9 @@ func (r *run) installOnto(ctx context.Context, t *target, src *fetch.Source) err
 	}
 
 	stage := filepath.Join(work, "stage")
+	// Whatever happens, no flush outlives the run; on a failure the
+	// install's own error is the one to report.
+	defer func() { _ = r.finishWriteback() }()
 	im, err := r.fetchAndAssemble(ctx, t, src, store, j, stage)
 	if err != nil {
 		return err
@@ -199,9 +208,17 @@ func (r *run) fetchAndAssemble(ctx context.Context, t *target, src *fetch.Source
 		if err := j.unmark("assemble"); err != nil {
 			return err
 		}
+		fl, err := writeback.Start(t.physRoot, writebackEvery)
+		if err != nil {
+			return errs.New(errs.Target, "starting writeback of", t.physRoot, err, "")
+		}
+		r.writeback = fl
 		if err := assemble(ctx, src.Image, store, pull, stage, em); err != nil {
 			return err
 		}
+		// The last flush runs during the commit, which needs no data
+		// written; the deploy waits for it.
+		r.writeback.Finish()
 		// The journal may only say "assembled" once every blob is
 		// verified too.
 		<-fetched
@@ -224,6 +241,20 @@ func (r *run) fetchAndAssemble(ctx context.Context, t *target, src *fetch.Source
 		return nil, interrupted(fetchErr)
 	}
 	return im, nil
+}
+
+// finishWriteback waits for the assemble's flushes, if any, and reports
+// what they found: a failed write-back means the disk lost data.
+func (r *run) finishWriteback() error {
+	if r.writeback == nil {
+		return nil
+	}
+	err := r.writeback.Wait()
+	r.writeback = nil
+	if err != nil {
+		return errs.New(errs.Target, "writing the image tree to", "the target", err, "the target disk reported a write error; check it (dmesg) and try again")
+	}
+	return nil
 }
 
 func exists(p string) bool {

@@ -118,6 +118,11 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 	if err := os.WriteFile(originPath, []byte(origin), 0o644); err != nil {
 		return nil, fmt.Errorf("writing origin %s: %w", originPath, err)
 	}
+	// ostree's deploy starts with a syncfs; the tree's data is written by
+	// now, or being written since assemble ended.
+	if err := r.finishWriteback(); err != nil {
+		return nil, err
+	}
 	em.Info("deploying " + commit)
 	deployArgs := []string{"ostree", "admin", "deploy", "--sysroot=" + sysrootMount, "--os=" + stateroot,
 		"--origin-file=" + filepath.Join(sysrootMount, workDirName, "origin")}

@@ -19,6 +19,7 @@ import (
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/imgref"
 	"github.com/bootlace/bootlace/internal/layer"
+	"github.com/bootlace/bootlace/internal/writeback"
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +51,8 @@ type run struct {
 	diskName string
 	// scratch is this run's host scratch directory (see scratchDir).
 	scratch string
+	// writeback flushes the target from assemble until the deploy.
+	writeback *writeback.Flusher
 }
 
 func newRun(verb string, opts Options) *run {
