@@ -16,6 +16,7 @@ import (
 	"github.com/bootlace/bootlace/internal/event"
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/kargs"
+	"github.com/bootlace/bootlace/internal/ostreecommit"
 	"github.com/bootlace/bootlace/internal/writeback"
 )
 
@@ -213,7 +214,8 @@ func (r *run) fetchAndAssemble(ctx context.Context, t *target, src *fetch.Source
 			return errs.New(errs.Target, "starting writeback of", t.physRoot, err, "")
 		}
 		r.writeback = fl
-		if err := assemble(ctx, src.Image, store, pull, stage, em); err != nil {
+		r.known = ostreecommit.NewKnown()
+		if err := assemble(ctx, src.Image, store, pull, stage, em, r.known); err != nil {
 			return err
 		}
 		// The last flush runs during the commit, which needs no data

@@ -168,6 +168,7 @@ func (r *run) commit(ctx context.Context, em event.Emitter, run func(...string) 
 		sum, err := ostreecommit.Commit(ctx, filepath.Join(phys, "ostree/repo"), stage, ostreecommit.Options{
 			Branch: ostreeRef, Subject: im.Source.String(), Metadata: meta, Timestamp: ts,
 			Progress: func(f, b int64) { files, bytes = f, b },
+			Known:    r.known,
 		})
 		if err != nil {
 			return "", errs.New(errs.Target, "committing image", im.Source.String(), err, "")

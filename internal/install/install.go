@@ -19,6 +19,7 @@ import (
 	"github.com/bootlace/bootlace/internal/fetch"
 	"github.com/bootlace/bootlace/internal/imgref"
 	"github.com/bootlace/bootlace/internal/layer"
+	"github.com/bootlace/bootlace/internal/ostreecommit"
 	"github.com/bootlace/bootlace/internal/writeback"
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -53,6 +54,9 @@ type run struct {
 	scratch string
 	// writeback flushes the target from assemble until the deploy.
 	writeback *writeback.Flusher
+	// known has the checksums assemble computed for the commit; nil when
+	// the staged tree comes from an earlier run.
+	known *ostreecommit.Known
 }
 
 func newRun(verb string, opts Options) *run {
@@ -194,14 +198,20 @@ const writebackMin = 256 << 10
 
 // assemble applies the layers into stage, each as soon as pull has it
 // verified in the store, checking each layer's diff ID as it goes.
-func assemble(ctx context.Context, im *fetch.Image, store *fetch.Store, pull *fetch.Pull, stage string, em event.Emitter) error {
+// digest, if not nil, records the files' ostree checksums as they are
+// written, for the commit.
+func assemble(ctx context.Context, im *fetch.Image, store *fetch.Store, pull *fetch.Pull, stage string, em event.Emitter, digest *ostreecommit.Known) error {
 	if err := os.RemoveAll(stage); err != nil {
 		return fmt.Errorf("clearing stage %s: %w", stage, err)
 	}
 	if err := os.MkdirAll(stage, 0o755); err != nil {
 		return fmt.Errorf("creating stage %s: %w", stage, err)
 	}
-	ap, err := layer.NewApplier(stage, layer.Options{Ostree: true, Writeback: writebackMin, Warn: em.Warn})
+	opts := layer.Options{Ostree: true, Writeback: writebackMin, Warn: em.Warn}
+	if digest != nil {
+		opts.Digest = digest
+	}
+	ap, err := layer.NewApplier(stage, opts)
 	if err != nil {
 		return err
 	}

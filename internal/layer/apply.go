@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strconv"
@@ -30,9 +31,24 @@ type Options struct {
 	// the disk works while later files are decompressed instead of all at
 	// the final sync; 0 leaves writeback to the kernel.
 	Writeback int64
+	// Digest, if set, sees the bytes of every regular file as they are
+	// written (see Digester), so that a checksum of the tree's files
+	// costs no second read.
+	Digest Digester
 	// Warn is called for dropped entries (device nodes, FIFOs, sockets),
 	// dropped xattrs and xattrs the filesystem refuses. May be nil.
 	Warn func(msg string)
+}
+
+// Digester hashes regular files while the applier writes them. New gets
+// the owner and mode (with S_IFREG) the file is about to get and returns
+// the hash its bytes go to; Done gets the file's stat once it is complete
+// and that hash. Files with xattrs in the layer are not hashed: Done gets a
+// nil hash for them, so that nothing recorded for an earlier file with the
+// same inode number outlives it. Done is not called for a file that failed.
+type Digester interface {
+	New(uid, gid, mode uint32) hash.Hash
+	Done(st *unix.Stat_t, h hash.Hash)
 }
 
 // Stats counts what one Apply did. Bytes is the regular-file content
@@ -425,6 +441,10 @@ func (a *Applier) file(dir, base string, hdr *tar.Header, tr *tar.Reader, mode u
 
 func (a *Applier) fill(fd int, hdr *tar.Header, tr *tar.Reader, d dirEnt, mode uint32) (int64, error) {
 	var written int64
+	var h hash.Hash
+	if a.opts.Digest != nil && !hasXattrs(hdr) {
+		h = a.opts.Digest.New(uint32(hdr.Uid), uint32(hdr.Gid), unix.S_IFREG|mode)
+	}
 	for written < hdr.Size {
 		chunk := a.buf
 		if left := hdr.Size - written; left < int64(len(chunk)) {
@@ -434,6 +454,9 @@ func (a *Applier) fill(fd int, hdr *tar.Header, tr *tar.Reader, d dirEnt, mode u
 		if n > 0 {
 			if werr := writeAll(fd, chunk[:n]); werr != nil {
 				return written, fmt.Errorf("writing file: %w", werr)
+			}
+			if h != nil {
+				h.Write(chunk[:n])
 			}
 			written += int64(n)
 		}
@@ -459,7 +482,17 @@ func (a *Applier) fill(fd int, hdr *tar.Header, tr *tar.Reader, d dirEnt, mode u
 			return written, fmt.Errorf("setting mode: %w", err)
 		}
 	}
-	return written, a.xattrs(hdr, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) })
+	if err := a.xattrs(hdr, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }); err != nil {
+		return written, err
+	}
+	if a.opts.Digest != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return written, fmt.Errorf("reading back the file: %w", err)
+		}
+		a.opts.Digest.Done(&st, h)
+	}
+	return written, nil
 }
 
 func (a *Applier) dir(p, dir, base string, hdr *tar.Header, mode uint32) error {

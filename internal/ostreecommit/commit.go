@@ -43,6 +43,9 @@ type Options struct {
 	// Workers is the number of files hashed in parallel; 0 means
 	// GOMAXPROCS.
 	Workers int
+	// Known, if set, holds checksums computed while the tree was
+	// written; files it vouches for are not read again.
+	Known *Known
 	// Progress, if set, is called from a single goroutine a few times a
 	// second and once at the end with the files and content bytes
 	// committed so far.
@@ -98,7 +101,7 @@ func Commit(ctx context.Context, repo, tree string, opts Options) (string, error
 	if err := os.MkdirAll(tmpDir, 0o755); err != nil {
 		return "", fmt.Errorf("ostree commit: creating %s: %w", tmpDir, err)
 	}
-	w := &writer{objects: objects, tmp: tmpDir, dev: rootSt.Dev, metaSeen: map[[32]byte]bool{}}
+	w := &writer{objects: objects, tmp: tmpDir, dev: rootSt.Dev, metaSeen: map[[32]byte]bool{}, known: opts.Known}
 	root, err := w.walkAndHash(ctx, tree, opts)
 	if err != nil {
 		return "", err
@@ -279,6 +282,7 @@ type writer struct {
 	fanout       [256]atomic.Bool
 	metaSeen     map[[32]byte]bool // metadata objects known to exist; walker goroutine only
 	files, bytes atomic.Int64
+	known        *Known
 }
 
 // walkAndHash walks the tree on one goroutine, writing dirmeta objects,
@@ -431,7 +435,7 @@ func (w *writer) commitFile(ctx context.Context, j fileJob, buf []byte) error {
 	if j.symlink {
 		sum, err = hashSymlink(j.path)
 	} else {
-		sum, size, err = hashRegular(ctx, j.path, buf)
+		sum, size, err = hashRegular(ctx, j.path, buf, w.known)
 	}
 	if err != nil {
 		return err
@@ -445,7 +449,7 @@ func (w *writer) commitFile(ctx context.Context, j fileJob, buf []byte) error {
 	return nil
 }
 
-func hashRegular(ctx context.Context, path string, buf []byte) (sum [32]byte, size int64, err error) {
+func hashRegular(ctx context.Context, path string, buf []byte, known *Known) (sum [32]byte, size int64, err error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return sum, 0, fmt.Errorf("ostree commit: opening %s: %w", path, err)
@@ -463,8 +467,12 @@ func hashRegular(ctx context.Context, path string, buf []byte) (sum [32]byte, si
 	if err != nil {
 		return sum, 0, fmt.Errorf("ostree commit: reading xattrs of %s: %w", path, err)
 	}
+	hdr := fileHeader(st.Uid, st.Gid, st.Mode, "", xs)
+	if s, ok := known.lookup(&st, hdr); ok {
+		return s, st.Size, nil
+	}
 	h := sha256.New()
-	h.Write(fileHeader(st.Uid, st.Gid, st.Mode, "", xs))
+	h.Write(hdr)
 	_ = unix.Fadvise(fd, 0, 0, unix.FADV_SEQUENTIAL)
 	for {
 		n, rerr := f.Read(buf)
