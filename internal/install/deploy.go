@@ -89,7 +89,12 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 	defer os.RemoveAll(tools)
 	run := func(args ...string) ([]byte, error) { return imageTool(ctx, tools, phys, false, args...) }
 
+	// A repository this run creates holds nothing but the new commit, so
+	// the deploy's prune (a walk of every object) would find nothing to
+	// remove; one left by an interrupted run may hold stale objects.
+	fresh := false
 	if _, err := os.Stat(filepath.Join(phys, "ostree/repo/config")); os.IsNotExist(err) {
+		fresh = true
 		em.Info("initializing ostree repository")
 		if _, err := run("ostree", "admin", "init-fs", "--modern", sysrootMount); err != nil {
 			return nil, err
@@ -126,6 +131,9 @@ func (r *run) deploy(ctx context.Context, em event.Emitter, t *target, im *fetch
 	em.Info("deploying " + commit)
 	deployArgs := []string{"ostree", "admin", "deploy", "--sysroot=" + sysrootMount, "--os=" + stateroot,
 		"--origin-file=" + filepath.Join(sysrootMount, workDirName, "origin")}
+	if fresh {
+		deployArgs = append(deployArgs, "--no-prune")
+	}
 	for _, k := range kargs {
 		deployArgs = append(deployArgs, "--karg-append="+k)
 	}
