@@ -83,7 +83,7 @@ func Commit(ctx context.Context, repo, tree string, opts Options) (string, error
 		return "", fmt.Errorf("ostree commit: reading repository objects %s: %w", objects, err)
 	}
 	if rootSt.Dev != objSt.Dev {
-		// Consuming renames files into the repository; across
+		// Consuming links files into the repository; across
 		// filesystems that would be a copy, which this writer does not do.
 		return "", fmt.Errorf("ostree commit: tree %s and repository %s are on different filesystems; stage the tree on the repository's filesystem", tree, repo)
 	}
@@ -427,7 +427,7 @@ func (w *writer) readDir(f *os.File, path string) (*dirNode, error) {
 }
 
 // commitFile hashes one regular file or symlink as an ostree content
-// object and adopts it: rename into objects/ if absent, else unlink.
+// object and adopts it: link into objects/ if absent, then unlink.
 func (w *writer) commitFile(ctx context.Context, j fileJob, buf []byte) error {
 	var sum [32]byte
 	var size int64
@@ -526,38 +526,29 @@ func (w *writer) objectPath(sum [32]byte, ext string) (string, error) {
 }
 
 // adopt moves the staged file into the repository as its content object,
-// keeping the inode (owner, mode, xattrs and data stay as hashed). If the
-// object exists (duplicate content, or a hard link already adopted under
-// another name) the staged name is unlinked instead. RENAME_NOREPLACE
-// makes concurrent adoptions of the same object safe: rename(2) of two
-// hard links of one inode would be a silent no-op.
+// keeping the inode (owner, mode, xattrs and data stay as hashed): a hard
+// link under the object's name, then the staged name goes. If the object
+// exists (duplicate content, or a hard link already adopted under another
+// name) only the staged name goes. Link and unlink rather than rename:
+// the kernel serializes renames across directories on a filesystem, and
+// adoption is the commit's bulk of work.
 func (w *writer) adopt(path string, sum [32]byte) error {
 	obj, err := w.objectPath(sum, "file")
 	if err != nil {
 		return err
 	}
-	err = unix.Renameat2(unix.AT_FDCWD, path, unix.AT_FDCWD, obj, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EINVAL) {
-		// Filesystems without RENAME_NOREPLACE: check, then rename.
-		if _, serr := os.Lstat(obj); serr == nil {
-			err = unix.EEXIST
-		} else {
-			err = unix.Rename(path, obj)
-		}
-	}
+	err = unix.Linkat(unix.AT_FDCWD, path, unix.AT_FDCWD, obj, 0)
 	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST):
-		if err := unix.Unlink(path); err != nil {
-			return fmt.Errorf("ostree commit: removing consumed %s: %w", path, err)
-		}
-		return nil
+	case err == nil, errors.Is(err, unix.EEXIST):
 	case errors.Is(err, unix.EXDEV):
 		return fmt.Errorf("ostree commit: %s is not on the repository's filesystem: %w", path, err)
 	default:
 		return fmt.Errorf("ostree commit: moving %s into the repository as %s: %w", path, obj, err)
 	}
+	if err := unix.Unlink(path); err != nil {
+		return fmt.Errorf("ostree commit: removing consumed %s: %w", path, err)
+	}
+	return nil
 }
 
 // writeTrees writes the dirtree objects bottom-up and returns the root's.

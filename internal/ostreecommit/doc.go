@@ -28,10 +28,12 @@
 //     --add-metadata-string); with --no-bindings ostree adds no keys of
 //     its own. The parent is the commit the branch pointed at, if any;
 //     "related" is empty.
-//   - --consume: each regular file and symlink is renamed into
-//     objects/XX/YYY.file when that object is absent and unlinked
-//     otherwise, so no data is copied and the objects keep the staged
-//     inodes; afterwards the tree, including its root, is removed.
+//   - --consume: each regular file and symlink is hard-linked as
+//     objects/XX/YYY.file when that object is absent, and its staged name
+//     unlinked, so no data is copied and the objects keep the staged
+//     inodes (link and unlink, not rename: the kernel serializes renames
+//     across directories); afterwards the tree, including its root, is
+//     removed.
 //     Hard links in the tree (one inode under several names) become one
 //     object.
 //   - The repository afterwards: objects, refs/heads/REF (mode 0644) and
@@ -42,11 +44,11 @@
 // What it does not do:
 //
 //   - Only bare repositories (mode=bare, what `ostree admin init-fs`
-//     creates); the tree must be on the repository's filesystem (rename,
-//     never copy), with no other filesystem mounted inside it.
+//     creates); the tree must be on the repository's filesystem (links,
+//     never copies), with no other filesystem mounted inside it.
 //   - No SELinux labelling (--selinux-policy): callers that need labels
 //     run ostree's own commit instead.
-//   - Symlink objects are the staged symlinks renamed in, so their mtime
+//   - Symlink objects are the staged symlinks linked in, so their mtime
 //     is the staged one where ostree would create a new symlink; nothing
 //     hashes or checks symlink mtimes. Regular files keep their mtime,
 //     as with ostree's consume path.
