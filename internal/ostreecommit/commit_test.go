@@ -290,23 +290,33 @@ func TestCommitMatchesOstree(t *testing.T) {
 			refRepo := newRepo(t, filepath.Join(tmp, "ref"))
 			want := ostreeCommit(t, refRepo, build(t, filepath.Join(tmp, "ref", "stage"), tc.build), opts)
 
-			repo := newRepo(t, filepath.Join(tmp, "go"))
-			stage := build(t, filepath.Join(tmp, "go", "stage"), tc.build)
-			got, err := Commit(context.Background(), repo, stage, opts)
-			if err != nil {
-				t.Fatal(err)
+			orig := build(t, filepath.Join(tmp, "orig"), tc.build)
+			// Hashing every file, and taking the checksums recorded
+			// while the tree was written (see Known).
+			for _, known := range []bool{false, true} {
+				name := map[bool]string{false: "go", true: "go-known"}[known]
+				repo := newRepo(t, filepath.Join(tmp, name))
+				stage := build(t, filepath.Join(tmp, name, "stage"), tc.build)
+				o := opts
+				if known {
+					o.Known = recordKnown(t, stage)
+				}
+				got, err := Commit(context.Background(), repo, stage, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Errorf("%s: commit %s, ostree made %s", name, got, want)
+				}
+				compareRepos(t, refRepo, repo)
+				run(t, "ostree", "fsck", "--repo="+repo)
+				if _, err := os.Lstat(stage); !os.IsNotExist(err) {
+					t.Errorf("%s: stage %s still exists after the commit (err %v)", name, stage, err)
+				}
+				out := filepath.Join(tmp, name+"-checkout")
+				run(t, "ostree", "--repo="+repo, "checkout", opts.Branch, out)
+				compareTrees(t, orig, out)
 			}
-			if got != want {
-				t.Errorf("commit %s, ostree made %s", got, want)
-			}
-			compareRepos(t, refRepo, repo)
-			run(t, "ostree", "fsck", "--repo="+repo)
-			if _, err := os.Lstat(stage); !os.IsNotExist(err) {
-				t.Errorf("stage %s still exists after the commit (err %v)", stage, err)
-			}
-			out := filepath.Join(tmp, "checkout")
-			run(t, "ostree", "--repo="+repo, "checkout", opts.Branch, out)
-			compareTrees(t, build(t, filepath.Join(tmp, "orig"), tc.build), out)
 		})
 	}
 }

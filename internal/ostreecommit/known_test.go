@@ -48,31 +48,6 @@ func recordKnown(t testing.TB, tree string) *Known {
 	return k
 }
 
-// With the checksums recorded while the tree was written, the commit is
-// the one ostree makes of the same tree (every tree case: modes, owners,
-// hard links, xattrs, ...).
-func TestCommitWithKnownMatchesOstree(t *testing.T) {
-	requireOstreeRoot(t)
-	for _, tc := range treeCases {
-		t.Run(tc.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			opts := baseOptions()
-			want := ostreeCommit(t, newRepo(t, filepath.Join(tmp, "ref")), build(t, filepath.Join(tmp, "ref", "stage"), tc.build), opts)
-			repo := newRepo(t, filepath.Join(tmp, "go"))
-			stage := build(t, filepath.Join(tmp, "go", "stage"), tc.build)
-			opts.Known = recordKnown(t, stage)
-			got, err := Commit(context.Background(), repo, stage, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != want {
-				t.Errorf("commit %s with known checksums, ostree made %s", got, want)
-			}
-			run(t, "ostree", "fsck", "--repo="+repo)
-		})
-	}
-}
-
 // A recorded checksum is used only while the file is what was hashed.
 func TestKnownLookup(t *testing.T) {
 	if os.Geteuid() != 0 {

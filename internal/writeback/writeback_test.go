@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,19 +12,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// waitCalls waits until a 1 ms flusher has flushed n times.
+func waitCalls(t *testing.T, calls *atomic.Int32, n int32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for calls.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if calls.Load() < n {
+		t.Fatalf("only %d periodic flushes in 5 s at a 1 ms interval", calls.Load())
+	}
+}
+
 func TestFlusherFlushesUntilFinishedThenOnceMore(t *testing.T) {
 	var calls atomic.Int32
 	f, err := start(t.TempDir(), time.Millisecond, func(int) error { calls.Add(1); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for calls.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if calls.Load() < 3 {
-		t.Fatalf("only %d periodic flushes in 5 s at a 1 ms interval", calls.Load())
-	}
+	waitCalls(t, &calls, 3)
 	f.Finish()
 	f.Finish() // idempotent
 	if err := f.Wait(); err != nil {
@@ -65,14 +72,12 @@ func TestFlusherReportsTheFirstError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for calls.Load() < 3 {
-		time.Sleep(time.Millisecond)
-	}
+	waitCalls(t, &calls, 3)
 	err = f.Wait()
 	if !errors.Is(err, unix.EIO) {
 		t.Fatalf("want EIO, got %v", err)
 	}
-	if want := "writing back " + dir; err == nil || err.Error()[:len(want)] != want {
+	if want := "writing back " + dir; !strings.HasPrefix(err.Error(), want) {
 		t.Fatalf("error %q does not name the directory", err)
 	}
 }
