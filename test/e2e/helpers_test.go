@@ -184,6 +184,9 @@ func boot(t *testing.T, disk string, fw qemu.Firmware, wantKargs []string, absen
 		t.Fatalf("boot under %s: %v", fw, err)
 	}
 	t.Logf("booted under %s in %s", fw, res.Duration.Round(time.Second))
+	if res.Retried {
+		t.Logf("boot under %s needed a second try: the first boot's guest kernel faulted before userspace (see %s)", fw, logPath)
+	}
 	cmdline := consoleValue(res.Log, "BOOTLACE: cmdline: ")
 	if cmdline == "" {
 		t.Fatalf("no cmdline line on the console:\n%s", tail(res.Log, 40))

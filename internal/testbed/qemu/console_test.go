@@ -169,3 +169,24 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestKernelFault(t *testing.T) {
+	for _, tc := range []struct {
+		name, log string
+		want      bool
+	}{
+		{"oops during kernel init (TCG text patching)", "[ 4.76] IPI shorthand broadcast: enabled\n[ 4.78] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n[ 4.79] Kernel panic - not syncing: Fatal exception in interrupt\n", true},
+		{"general protection fault before init", "[ 2.0] general protection fault, probably for non-canonical address\n[ 2.1] Kernel panic - not syncing: Fatal exception\n", true},
+		{"no root filesystem", "[ 3.0] VFS: Cannot open root device\n[ 3.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n", false},
+		{"init died", "[ 3.0] Run /init as init process\n[ 3.5] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n", false},
+		{"oops after userspace started", "[ 2.9] Freeing unused kernel image (initmem) memory: 2000K\n[ 3.0] Run /init as init process\n[ 9.0] Oops: 0002 [#1] SMP\n[ 9.1] Kernel panic - not syncing: Fatal exception\n", false},
+		{"grub rescue", "error: unknown filesystem.\ngrub rescue> ", false},
+		{"nothing", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := kernelFault(tc.log); got != tc.want {
+				t.Errorf("kernelFault = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

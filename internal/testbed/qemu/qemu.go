@@ -96,6 +96,9 @@ type Result struct {
 	ExitCode   int           // QEMU's exit status; -1 when it was killed
 	PID        int           // QEMU's process id (gone when Boot returns)
 	Args       []string      // the QEMU command line
+	// Retried is set when this is a second boot, after the first one's
+	// guest kernel faulted before userspace (see Boot).
+	Retried bool
 }
 
 // BootError is returned when a boot does not succeed.
@@ -217,8 +220,10 @@ func buildArgs(o *Options, varsCopy string) []string {
 // Boot boots opts.Disk and watches its console until every marker was seen
 // (then QEMU gets PoweroffWait to exit by itself), a fail pattern appears,
 // a deadline passes, or ctx is cancelled. It waits for the machine-wide
-// boot lock first. On failure it returns a *BootError and, once QEMU was
-// started, the Result as well.
+// boot lock first. A boot whose guest kernel faults before it starts
+// userspace is retried once (Result.Retried), since that is the emulator's
+// fault, not the disk's. On failure it returns a *BootError and, once QEMU
+// was started, the Result as well.
 func Boot(ctx context.Context, opts Options) (*Result, error) {
 	opts.setDefaults()
 	if err := opts.validate(); err != nil {
@@ -261,7 +266,58 @@ func Boot(ctx context.Context, opts Options) (*Result, error) {
 		sink = opts.Console
 	}
 
-	return run(ctx, &opts, buildArgs(&opts, varsCopy), newConsole(opts.Markers, opts.FailPatterns, sink))
+	res, err := run(ctx, &opts, buildArgs(&opts, varsCopy), newConsole(opts.Markers, opts.FailPatterns, sink))
+	if err == nil || res == nil || ctx.Err() != nil || !kernelFault(res.Log) {
+		return res, err
+	}
+	// The guest kernel faulted in its own initialization, before it ran
+	// anything from the disk's root or initramfs. Under TCG this happens
+	// now and then (e.g. an int3 while the kernel patches its own code on
+	// another vCPU); it says nothing about the disk, so boot once more.
+	if sink != nil {
+		fmt.Fprintf(sink, "=== testbed: the guest kernel faulted before userspace (an emulation fault, not the disk): booting once more ===\n")
+	}
+	if opts.Firmware == UEFI {
+		if err := copyFile(opts.OVMFVars, varsCopy); err != nil {
+			return nil, err
+		}
+	}
+	res, err = run(ctx, &opts, buildArgs(&opts, varsCopy), newConsole(opts.Markers, opts.FailPatterns, sink))
+	if res != nil {
+		res.Retried = true
+	}
+	var be *BootError
+	if errors.As(err, &be) {
+		be.Reason += " (second boot: the first one's kernel faulted before userspace)"
+	}
+	return res, err
+}
+
+// kernelFaults are the kernel's own reports of a CPU exception in kernel
+// code, as opposed to a panic over configuration (no root, no init).
+var kernelFaults = []string{"Oops:", "general protection fault", "BUG: unable to handle", "invalid opcode:"}
+
+// userspaceStart marks the kernel handing over to the initramfs or root.
+var userspaceStart = []string{"Run /init as init process", "Freeing unused kernel image"}
+
+// kernelFault reports whether the console shows the guest kernel faulting
+// before it started any program of the disk.
+func kernelFault(log string) bool {
+	at := -1
+	for _, f := range kernelFaults {
+		if i := strings.Index(log, f); i >= 0 && (at < 0 || i < at) {
+			at = i
+		}
+	}
+	if at < 0 {
+		return false
+	}
+	for _, u := range userspaceStart {
+		if i := strings.Index(log, u); i >= 0 && i < at {
+			return false
+		}
+	}
+	return true
 }
 
 // limitedBuffer keeps the first 64 KiB written to it.
